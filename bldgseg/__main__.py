@@ -1,0 +1,5 @@
+"""``python -m bldgseg``."""
+
+from bldgseg.cli import app
+
+app()

@@ -1,0 +1,25 @@
+"""Project exceptions: one root, subclasses mixed with the matching builtins.
+
+Messages say what went wrong, where, and how to fix it, on one line, e.g.
+``scene.tif: expected 3 or more bands (RGB), found 1; use --bands to choose them``.
+"""
+
+
+class BldgsegError(Exception):
+    """Root of every error bldgseg raises on purpose."""
+
+
+class InputError(BldgsegError, ValueError):
+    """An input file or argument cannot be used as given."""
+
+
+class OutputExistsError(BldgsegError, FileExistsError):
+    """The output exists and --overwrite was not given."""
+
+
+class ModelError(BldgsegError, LookupError):
+    """Unknown model name, or a checkpoint that cannot be loaded."""
+
+
+class DeviceError(BldgsegError, RuntimeError):
+    """The requested compute device is not available."""
