@@ -1,0 +1,121 @@
+"""Work units and model windows: chunks (core + halo) of a raster and overlapping tiles of an array.
+
+All windows use integer pixel offsets and sizes (``rasterio.windows.Window``, ``col_off, row_off, width,
+height``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from bldgseg.errors import InputError
+
+__all__ = ["Chunk", "iter_windows", "model_shape", "plan_chunks", "skip_empty"]
+
+
+def _offsets(size: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of full tiles along one axis; the last one ends exactly at ``size``."""
+    if size <= tile:
+        return [0]
+    offsets = list(range(0, size - tile + 1, stride))
+    if offsets[-1] != size - tile:
+        offsets.append(size - tile)
+    return offsets
+
+
+def iter_windows(height: int, width: int, tile_size: int, overlap: int) -> list[Window]:
+    """Full-size ``tile_size`` windows covering a ``height`` x ``width`` array, row-major.
+
+    The stride is ``tile_size - overlap`` (must be > 0); the last row/column of windows is shifted back to
+    end exactly at the array edge. In a dimension smaller than ``tile_size`` there is one window starting at
+    0 that extends past the array: the caller pads (and marks the padding invalid).
+    """
+    if height <= 0 or width <= 0:
+        raise InputError(f"array of {height}x{width} pixels is empty; pass a positive height and width")
+    if tile_size <= 0 or overlap < 0:
+        raise InputError(
+            f"tile size {tile_size} / overlap {overlap} are invalid; use tile_size > 0 and overlap >= 0"
+        )
+    stride = tile_size - overlap
+    if stride <= 0:
+        raise InputError(
+            f"tile stride (tile_size {tile_size} - overlap {overlap}) must be > 0; "
+            "use an overlap smaller than the tile size"
+        )
+    rows = _offsets(height, tile_size, stride)
+    cols = _offsets(width, tile_size, stride)
+    return [Window(col, row, tile_size, tile_size) for row in rows for col in cols]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A work unit: ``core`` (owned pixels; cores tile the raster) and ``read`` (core + halo, clipped)."""
+
+    core: Window
+    read: Window
+
+    @property
+    def core_in_read(self) -> Window:
+        """The core's position inside the array read for ``read``."""
+        return Window(int(self.core.col_off - self.read.col_off), int(self.core.row_off - self.read.row_off),
+                      int(self.core.width), int(self.core.height))
+
+
+def plan_chunks(height: int, width: int, chunk_size: int, halo: int) -> list[Chunk]:
+    """Split a ``height`` x ``width`` raster into chunks, row-major.
+
+    Cores are ``chunk_size`` squares (smaller along the last row/column) that tile the raster with no overlap
+    and no gap; each read window is its core grown by ``halo`` on every side and clipped to the raster.
+    """
+    if height <= 0 or width <= 0:
+        raise InputError(f"raster of {height}x{width} pixels is empty; pass a positive height and width")
+    if chunk_size <= 0:
+        raise InputError(f"chunk size {chunk_size} is invalid; use a chunk size > 0")
+    if halo < 0:
+        raise InputError(f"halo {halo} is invalid; use a halo >= 0")
+    chunks: list[Chunk] = []
+    for row in range(0, height, chunk_size):
+        core_h = min(chunk_size, height - row)
+        read_r0, read_r1 = max(0, row - halo), min(height, row + core_h + halo)
+        for col in range(0, width, chunk_size):
+            core_w = min(chunk_size, width - col)
+            read_c0, read_c1 = max(0, col - halo), min(width, col + core_w + halo)
+            chunks.append(Chunk(core=Window(col, row, core_w, core_h),
+                                read=Window(read_c0, read_r0, read_c1 - read_c0, read_r1 - read_r0)))
+    return chunks
+
+
+def model_shape(window_or_hw: Window | tuple[int, int], scale: float) -> tuple[int, int]:
+    """Size ``(h, w)`` of a window (or ``(h, w)``) after resampling by ``scale``: rounded, at least 1.
+
+    ``scale`` is source GSD / model GSD (e.g. 0.15 m imagery for a 0.3 m model gives 0.5).
+    """
+    if not scale > 0:
+        raise InputError(
+            f"resampling scale {scale} is invalid; use a positive scale (source GSD / model GSD)"
+        )
+    if isinstance(window_or_hw, Window):
+        h, w = float(window_or_hw.height), float(window_or_hw.width)
+    else:
+        h, w = (float(v) for v in window_or_hw)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def skip_empty(windows: Iterable[Window], valid: np.ndarray) -> list[Window]:
+    """The windows (in order) that contain at least one True pixel of ``valid`` (bool[H, W]).
+
+    Windows may extend past the array; only the part inside is inspected.
+    """
+    height, width = valid.shape[-2:]
+    kept: list[Window] = []
+    for win in windows:
+        r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
+        r1 = min(height, int(win.row_off) + int(win.height))
+        c1 = min(width, int(win.col_off) + int(win.width))
+        if r1 > r0 and c1 > c0 and valid[..., r0:r1, c0:c1].any():
+            kept.append(win)
+    return kept
