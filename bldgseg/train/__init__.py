@@ -1,0 +1,1 @@
+"""Training: datasets of image/mask pairs, losses, and a plain training loop."""
