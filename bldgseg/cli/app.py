@@ -1,0 +1,353 @@
+"""The ``bldgseg`` command line: parsing, progress bars and error reporting only; the work is in the library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bldgseg import __version__
+from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, OutputExistsError
+
+app = typer.Typer(
+    name="bldgseg",
+    help="Building inventories from aerial imagery: segment, vectorize, measure, write GeoPackages.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_CODES: list[tuple[type[BldgsegError], int]] = [
+    (OutputExistsError, 3),
+    (ModelError, 4),
+    (DeviceError, 5),
+    (InputError, 2),
+    (BldgsegError, 1),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bldgseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Building inventories from aerial imagery."""
+
+
+def call(func: Callable[..., T], *args, **kwargs) -> T:
+    """Run library code; a project error becomes one red line and its exit code."""
+    try:
+        return func(*args, **kwargs)
+    except BldgsegError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+        raise typer.Exit(code) from exc
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callbacks."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def parse_bands(text: str | None) -> tuple[int, int, int] | None:
+    """``"3,2,1"`` -> (3, 2, 1)."""
+    if not text:
+        return None
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        bands = ()
+    if len(bands) != 3 or min(bands) < 1:
+        raise typer.BadParameter(f"{text!r}: give three 1-based band numbers, e.g. --bands 3,2,1")
+    return bands  # type: ignore[return-value]
+
+
+def report_skipped(skipped) -> None:
+    for item in skipped:
+        console.print(f"[yellow]skipped:[/] {item.reason}", highlight=False, soft_wrap=True)
+
+
+Inputs = Annotated[list[Path], typer.Argument(help="GeoTIFF/VRT files or folders (searched recursively).")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or path to a .safetensors.")]
+GlobOpt = Annotated[str, typer.Option("--glob", help="File pattern when an input is a folder.")]
+BandsOpt = Annotated[str | None, typer.Option("--bands", help="Bands to read as RGB, 1-based, e.g. 3,2,1.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+
+@app.command()
+def run(
+    inputs: Inputs,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output GeoPackage (or folder with --per-image).")
+    ],
+    model: ModelOpt = "aerial-buildings",
+    glob: GlobOpt = "*.tif*",
+    bands: BandsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")] = 8,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips (4x slower, smoother).")] = False,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut (default: card's).")
+    ] = None,
+    tile_size: Annotated[int | None, typer.Option("--tile-size", help="Model window in pixels.")] = None,
+    overlap: Annotated[int | None, typer.Option("--overlap", help="Window overlap in pixels.")] = None,
+    min_area: Annotated[
+        float, typer.Option("--min-area", help="Drop buildings smaller than this (m²).")
+    ] = 4.0,
+    simplify: Annotated[float, typer.Option("--simplify", help="Simplification tolerance in metres.")] = 0.2,
+    regularize: Annotated[bool, typer.Option("--regularize", help="Square off building outlines.")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Work unit size in source pixels.")] = 4096,
+    max_building_size: Annotated[
+        float, typer.Option("--max-building-size", help="Largest building (m); sets the chunk halo.")
+    ] = 60.0,
+    ndsm: Annotated[Path | None, typer.Option("--ndsm", help="Normalised DSM raster for height_m.")] = None,
+    dsm: Annotated[Path | None, typer.Option("--dsm", help="DSM raster (with --dtm) for height_m.")] = None,
+    dtm: Annotated[Path | None, typer.Option("--dtm", help="DTM raster (with --dsm).")] = None,
+    no_texture: Annotated[
+        bool, typer.Option("--no-texture", help="Skip texture and colour attributes.")
+    ] = False,
+    save_masks: Annotated[
+        Path | None, typer.Option("--save-masks", help="Folder for probability maps (COG) per input.")
+    ] = None,
+    per_image: Annotated[
+        bool, typer.Option("--per-image", help="One GeoPackage per input in folder -o.")
+    ] = False,
+    crs: Annotated[str | None, typer.Option("--crs", help="Output CRS (default: the inputs' CRS).")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Address of a running dask.distributed scheduler.")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Work units in parallel (local).")] = 1,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Segment buildings in INPUTS and write polygons with attributes to a GeoPackage."""
+    from bldgseg.pipeline import RunConfig
+    from bldgseg.pipeline import run as run_pipeline
+
+    config = RunConfig(
+        inputs=inputs,
+        output=output,
+        model=model,
+        glob=glob,
+        bands=parse_bands(bands),
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        threshold=threshold,
+        tile_size=tile_size,
+        overlap=overlap,
+        min_area_m2=min_area,
+        simplify_m=simplify,
+        regularize=regularize,
+        chunk_size=chunk_size,
+        max_building_size_m=max_building_size,
+        ndsm=ndsm,
+        dsm=dsm,
+        dtm=dtm,
+        texture=not no_texture,
+        save_masks=save_masks,
+        per_image=per_image,
+        overwrite=overwrite,
+        crs=crs,
+        scheduler=scheduler,
+        threads=threads,
+    )
+    with progress_bar() as update:
+        result = call(run_pipeline, config, progress=update)
+    report_skipped(result.skipped)
+    meta = result.metadata
+    console.print(
+        f"[green]wrote[/] {result.output}: {meta['buildings']} buildings from "
+        f"{len(config.inputs) and meta['inputs'].count('path')} image(s) in {meta['seconds_total']:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+def predict(
+    inputs: Inputs,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for probability COGs.")],
+    model: ModelOpt = "aerial-buildings",
+    glob: GlobOpt = "*.tif*",
+    bands: BandsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips.")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=1)] = 1,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write a building-probability Cloud-Optimized GeoTIFF per input (no polygons)."""
+    from bldgseg.pipeline import RunConfig, predict_rasters
+
+    config = RunConfig(
+        inputs=inputs,
+        output=output,
+        model=model,
+        glob=glob,
+        bands=parse_bands(bands),
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        save_masks=output,
+        overwrite=overwrite,
+        threads=threads,
+    )
+    with progress_bar() as update:
+        written, skipped = call(predict_rasters, config, progress=update)
+    report_skipped(skipped)
+    console.print(f"[green]wrote[/] {len(written)} probability map(s) to {output}", highlight=False)
+
+
+@app.command()
+def vectorize(
+    masks: Annotated[list[Path], typer.Argument(help="Mask or probability rasters (1 band).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output GeoPackage.")],
+    threshold: Annotated[float, typer.Option("--threshold", help="Cut for probability rasters.")] = 0.5,
+    min_area: Annotated[float, typer.Option("--min-area", help="m²")] = 4.0,
+    simplify: Annotated[float, typer.Option("--simplify", help="metres")] = 0.2,
+    regularize: Annotated[bool, typer.Option("--regularize")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Turn building masks (0/1) or probability maps into polygons with shape attributes."""
+    from bldgseg.enrich import vectorize_mask_files
+
+    with progress_bar() as update:
+        count, skipped = call(
+            vectorize_mask_files,
+            masks,
+            output,
+            threshold=threshold,
+            min_area_m2=min_area,
+            simplify_m=simplify,
+            regularize=regularize,
+            overwrite=overwrite,
+            progress=update,
+        )
+    report_skipped(skipped)
+    console.print(f"[green]wrote[/] {output}: {count} buildings", highlight=False)
+
+
+@app.command()
+def attributes(
+    footprints: Annotated[Path, typer.Argument(help="Existing footprints in any OGR format.")],
+    images: Annotated[list[Path], typer.Argument(help="Imagery to measure colour and texture from.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output GeoPackage.")],
+    layer: Annotated[str | None, typer.Option("--layer", help="Layer of FOOTPRINTS to read.")] = None,
+    ndsm: Annotated[Path | None, typer.Option("--ndsm")] = None,
+    dsm: Annotated[Path | None, typer.Option("--dsm")] = None,
+    dtm: Annotated[Path | None, typer.Option("--dtm")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Enrich existing footprints (OSM, cadastre…) with attributes measured from imagery."""
+    from bldgseg.enrich import enrich_footprints
+
+    with progress_bar() as update:
+        count, skipped = call(
+            enrich_footprints,
+            footprints,
+            images,
+            output,
+            layer=layer,
+            ndsm=ndsm,
+            dsm=dsm,
+            dtm=dtm,
+            overwrite=overwrite,
+            progress=update,
+        )
+    report_skipped(skipped)
+    console.print(f"[green]wrote[/] {output}: {count} footprints", highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """List the registry's architectures and the bundled checkpoints."""
+    from bldgseg.models import ModelCard, bundled_models, list_architectures
+
+    table = Table(title="Bundled checkpoints")
+    table.add_column("name", no_wrap=True)
+    for column in ("architecture", "encoder", "GSD (m)", "tile", "classes", "metrics"):
+        table.add_column(column)
+    for name, path in sorted(bundled_models().items()):
+        card = ModelCard.from_json(path.with_suffix(".json"))
+        test = card.metrics.get("test_kampala_unseen_city_pixel", {})
+        summary = f"Kampala pixel IoU {test['iou']:.2f}" if "iou" in test else ""
+        table.add_row(
+            name,
+            card.architecture,
+            card.encoder,
+            f"{card.gsd_m:g}",
+            str(card.tile_size),
+            ",".join(card.classes),
+            summary,
+        )
+    Console().print(table)
+    Console().print("Architectures: " + ", ".join(list_architectures()))
+
+
+@app.command()
+def info(
+    inputs: Inputs,
+    glob: GlobOpt = "*.tif*",
+    bands: BandsOpt = None,
+    model: ModelOpt = "aerial-buildings",
+    chunk_size: Annotated[int, typer.Option("--chunk-size")] = 4096,
+) -> None:
+    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found."""
+    from bldgseg.report import describe_inputs
+
+    rows, skipped = call(
+        describe_inputs, inputs, glob=glob, bands=parse_bands(bands), model=model, chunk_size=chunk_size
+    )
+    table = Table(title=f"{len(rows)} usable raster(s), {len(skipped)} problem(s)")
+    table.add_column("file", no_wrap=True)
+    for column in ("CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *[
+                str(row[k])
+                for k in ("file", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
+            ]
+        )
+    Console().print(table)
+    report_skipped(skipped)
+    if not rows:
+        raise typer.Exit(2)

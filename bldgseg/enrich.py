@@ -1,0 +1,159 @@
+"""Jobs on existing rasters or footprints: vectorize mask files, enrich footprints with image attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import rasterio
+from rasterio.errors import RasterioIOError
+from shapely.geometry import box
+
+from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
+from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.export import write_gpkg
+from bldgseg.io import SkippedInput, discover_inputs, open_raster_info
+from bldgseg.vectorize import mask_to_polygons
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def refuse_existing(output: Path, overwrite: bool) -> None:
+    if Path(output).exists() and not overwrite:
+        raise OutputExistsError(
+            f"{output}: already exists; pass --overwrite to replace it or choose another -o"
+        )
+
+
+def read_mask_file(
+    path: Path, threshold: float
+) -> tuple[np.ndarray, np.ndarray | None, rasterio.Affine, object]:
+    """A 1-band mask (0/1 or 0/255) or probability raster (float 0..1, or uint8 with scale 1/255)."""
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                raise InputError(
+                    f"{path.name}: has no coordinate reference system; assign one with gdal_edit.py -a_srs"
+                )
+            band = ds.read(1, masked=True)
+            scale = ds.scales[0] or 1.0
+            transform, crs = ds.transform, ds.crs
+    except RasterioIOError as exc:
+        raise InputError(f"{path.name}: cannot be read as a raster ({exc}); check the file") from exc
+    values = band.filled(0).astype(np.float32) * scale
+    if values.max(initial=0) > 1.0:  # 0/255 masks
+        values = values / values.max()
+    is_binary = np.isin(np.unique(values), (0.0, 1.0)).all()
+    prob = None if is_binary else values
+    return values >= threshold, prob, transform, crs
+
+
+def vectorize_mask_files(
+    masks: Sequence[Path],
+    output: Path,
+    threshold: float = 0.5,
+    min_area_m2: float = 4.0,
+    simplify_m: float = 0.2,
+    regularize: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> tuple[int, list[SkippedInput]]:
+    """Polygons with shape attributes from mask rasters into ``output`` (layer ``buildings``)."""
+    refuse_existing(output, overwrite)
+    paths = discover_inputs(masks)
+    frames, skipped = [], []
+    for done, path in enumerate(paths, start=1):
+        try:
+            mask, prob, transform, crs = read_mask_file(path, threshold)
+        except InputError as exc:
+            skipped.append(SkippedInput(path, str(exc)))
+            continue
+        polygons = mask_to_polygons(
+            mask,
+            transform,
+            crs,
+            prob=prob,
+            min_area_m2=min_area_m2,
+            simplify_m=simplify_m,
+            regularize=regularize,
+        )
+        frame = pd.concat([polygons, shape_attributes(polygons)], axis=1)
+        frame["source_image"] = str(path)
+        frames.append(gpd.GeoDataFrame(frame, geometry="geometry", crs=crs))
+        if progress:
+            progress("masks", done, len(paths))
+    if not frames:
+        raise InputError(f"no usable mask rasters among {len(paths)} file(s)")
+    crs = frames[0].crs
+    buildings = gpd.GeoDataFrame(pd.concat([f.to_crs(crs) for f in frames], ignore_index=True), crs=crs)
+    write_gpkg(output, {"buildings": buildings}, {"skipped": skipped_table(skipped)}, overwrite=overwrite)
+    return len(buildings), skipped
+
+
+def skipped_table(skipped: list[SkippedInput]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"path": [str(s.path) for s in skipped], "reason": [s.reason for s in skipped]}, dtype="string"
+    )
+
+
+def read_footprints(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
+    """Footprints from any OGR source, polygonal and with a CRS."""
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=layer)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(
+            f"{Path(path).name}: cannot read footprints ({exc}); check the path and --layer"
+        ) from exc
+    if gdf.crs is None:
+        raise InputError(f"{Path(path).name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:XXXX")
+    gdf = gdf[gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if gdf.empty:
+        raise InputError(f"{Path(path).name}: no polygon footprints found; give a polygon layer (--layer)")
+    return gdf.reset_index(drop=True)
+
+
+def enrich_footprints(
+    footprints: Path,
+    images: Sequence[Path],
+    output: Path,
+    layer: str | None = None,
+    ndsm: Path | None = None,
+    dsm: Path | None = None,
+    dtm: Path | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> tuple[int, list[SkippedInput]]:
+    """Shape, colour, texture and height attributes for existing footprints; each footprint is measured from
+    the first image (in the given order) that covers its centroid."""
+    refuse_existing(output, overwrite)
+    gdf = read_footprints(footprints, layer)
+    measured = pd.DataFrame(index=gdf.index)
+    assigned = pd.Series("", index=gdf.index, dtype="string")
+    skipped: list[SkippedInput] = []
+    paths = discover_inputs(images)
+    for done, path in enumerate(paths, start=1):
+        try:
+            info = open_raster_info(path)
+        except InputError as exc:
+            skipped.append(SkippedInput(path, str(exc)))
+            continue
+        left, bottom, right, top = rasterio.transform.array_bounds(info.height, info.width, info.transform)
+        extent = box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+        centroids = gdf.geometry.to_crs(info.crs).centroid
+        todo = (assigned == "") & centroids.within(extent).to_numpy()
+        if todo.any():
+            values = image_attributes(gdf[todo], info.path, bands=info.bands)
+            measured = values.combine_first(measured)
+            assigned[todo] = str(info.path)
+        if progress:
+            progress("images", done, len(paths))
+    out = pd.concat([gdf, shape_attributes(gdf), measured.reindex(gdf.index)], axis=1)
+    out["height_m"] = height_attributes(gdf, ndsm=ndsm, dsm=dsm, dtm=dtm)
+    out["source_image"] = assigned
+    result = gpd.GeoDataFrame(out, geometry=gdf.geometry.name, crs=gdf.crs)
+    write_gpkg(output, {"buildings": result}, {"skipped": skipped_table(skipped)}, overwrite=overwrite)
+    return len(result), skipped

@@ -1,0 +1,130 @@
+"""Batched inference over an image array: overlapping windows blended with a smooth weight, optional flip TTA."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bldgseg.errors import DeviceError, InputError
+from bldgseg.models.checkpoint import ModelCard
+from bldgseg.tiling import iter_windows
+
+ProgressCallback = Callable[[int], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    name = name.lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}: CUDA is not available here; use --device cpu (or auto)")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:N-1"
+            )
+        return device
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"device {name!r} is not understood; use auto, cpu, cuda or cuda:N")
+
+
+def blend_weight(size: int, floor: float = 0.05) -> np.ndarray:
+    """A 2-D raised-cosine (Hann) window with a floor, so overlapping windows fade into each other."""
+    ramp = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    ramp = np.maximum(ramp, floor).astype(np.float32)
+    return np.outer(ramp, ramp)
+
+
+class Predictor:
+    """Runs a segmentation model over arbitrarily large uint8 RGB arrays."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        card: ModelCard,
+        device: torch.device | str = "cpu",
+        batch_size: int = 8,
+        tta: bool = False,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+    ):
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.card = card
+        self.batch_size = max(1, batch_size)
+        self.tta = tta
+        self.tile_size = tile_size or card.tile_size
+        self.overlap = card.overlap if overlap is None else overlap
+        if self.tile_size % 32:
+            raise InputError(f"tile size {self.tile_size} is not a multiple of 32; use e.g. 256, 512 or 1024")
+        if not 0 <= self.overlap < self.tile_size:
+            raise InputError(
+                f"overlap {self.overlap} must be >= 0 and smaller than the tile size {self.tile_size}"
+            )
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(card.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.weight = blend_weight(self.tile_size)
+
+    def predict(
+        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """Building probability (float32, H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False."""
+        _, height, width = rgb.shape
+        tile = self.tile_size
+        pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+        if pad_h or pad_w:
+            rgb = np.pad(
+                rgb, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(height, width) > 1 else "edge"
+            )
+            valid_padded = np.pad(valid, ((0, pad_h), (0, pad_w)))
+        else:
+            valid_padded = valid
+        ph, pw = rgb.shape[1:]
+        windows = [
+            w
+            for w in iter_windows(ph, pw, tile, self.overlap)
+            if valid_padded[w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].any()
+        ]
+        total = np.zeros((ph, pw), np.float32)
+        weights = np.zeros((ph, pw), np.float32)
+        for batch in _batches(windows, self.batch_size):
+            stack = np.stack(
+                [rgb[:, w.row_off : w.row_off + tile, w.col_off : w.col_off + tile] for w in batch]
+            )
+            probs = self._predict_batch(stack)
+            for window, prob in zip(batch, probs, strict=True):
+                rows = slice(window.row_off, window.row_off + tile)
+                cols = slice(window.col_off, window.col_off + tile)
+                total[rows, cols] += prob * self.weight
+                weights[rows, cols] += self.weight
+            if progress:
+                progress(len(batch))
+        prob = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)[:height, :width]
+        prob[~valid] = 0.0
+        return prob
+
+    @torch.inference_mode()
+    def _predict_batch(self, stack: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
+        prob = None
+        for dims in flips:
+            inp = torch.flip(x, dims) if dims else x
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+                logits = self.model(inp)
+            p = torch.sigmoid(logits[:, 0].float())
+            p = torch.flip(p, [d - 1 for d in dims]) if dims else p
+            prob = p if prob is None else prob + p
+        return (prob / len(flips)).cpu().numpy()
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,137 @@
+"""CLI through Typer's runner (fast paths) and a real subprocess on the bundled sample data and model."""
+
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rasterio.features import rasterize
+from typer.testing import CliRunner
+
+from bldgseg import __version__
+from bldgseg.cli import app
+from tests.conftest import SAMPLE, scene, write_rgb
+
+runner = CliRunner()
+
+
+def test_version_and_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+    result = runner.invoke(app, ["run", "-h"])
+    assert result.exit_code == 0 and "--overwrite" in result.output
+
+
+def test_run_reports_each_bad_file_on_one_line_and_processes_the_rest(tmp_path, red_roof_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_rgb(folder / "good.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    (folder / "broken.tif").write_bytes(b"II*\x00garbage")
+    with rasterio.open(
+        folder / "gray.tif",
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32636",
+        transform=rasterio.transform.from_origin(0, 0, 1, 1),
+    ) as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    out = tmp_path / "o.gpkg"
+    result = runner.invoke(
+        app, ["run", str(folder), "-o", str(out), "--model", str(red_roof_model), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("skipped:")]
+    assert len(lines) == 2
+    assert any("gray.tif" in line and "--bands" in line for line in lines)
+    assert any("broken.tif" in line for line in lines)
+    assert len(pyogrio.read_dataframe(out, layer="buildings")) == 1
+
+
+def test_run_refuses_existing_output_with_exit_code_3(tmp_path, red_roof_model):
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    out = tmp_path / "o.gpkg"
+    out.write_text("keep me")
+    result = runner.invoke(app, ["run", str(image), "-o", str(out), "--model", str(red_roof_model)])
+    assert result.exit_code == 3 and "--overwrite" in result.output
+    assert out.read_text() == "keep me"
+
+
+def test_unknown_model_exit_code_4(tmp_path):
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, []))
+    result = runner.invoke(app, ["run", str(image), "-o", str(tmp_path / "o.gpkg"), "--model", "nope"])
+    assert result.exit_code == 4 and "aerial-buildings" in result.output
+
+
+def test_predict_then_vectorize(tmp_path, red_roof_model):
+    image = write_rgb(tmp_path / "a.tif", scene(128, 128, [(10, 10, 40, 40), (60, 60, 100, 90)]))
+    result = runner.invoke(
+        app, ["predict", str(image), "-o", str(tmp_path / "prob"), "--model", str(red_roof_model)]
+    )
+    assert result.exit_code == 0, result.output
+    prob = tmp_path / "prob" / "a.probability.tif"
+    result = runner.invoke(app, ["vectorize", str(prob), "-o", str(tmp_path / "v.gpkg"), "--simplify", "0"])
+    assert result.exit_code == 0, result.output
+    gdf = pyogrio.read_dataframe(tmp_path / "v.gpkg", layer="buildings")
+    assert sorted(gdf.area_m2.round(2)) == [pytest.approx(900 * 0.09), pytest.approx(1200 * 0.09)]
+
+
+def test_attributes_enrich_given_footprints(tmp_path):
+    image = write_rgb(tmp_path / "a.tif", scene(100, 100, [(10, 10, 40, 70)]))
+    with rasterio.open(image) as ds:
+        transform, crs = ds.transform, ds.crs
+    x0, y0 = transform * (10, 10)
+    x1, y1 = transform * (70, 40)
+    from shapely.geometry import box
+
+    footprints = gpd.GeoDataFrame({"osm_id": [7]}, geometry=[box(x0, y1, x1, y0)], crs=crs).to_crs(4326)
+    footprints.to_file(tmp_path / "fp.geojson", driver="GeoJSON")
+    out = tmp_path / "e.gpkg"
+    result = runner.invoke(app, ["attributes", str(tmp_path / "fp.geojson"), str(image), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    gdf = pyogrio.read_dataframe(out, layer="buildings")
+    row = gdf.iloc[0]
+    assert row.osm_id == 7 and row.area_m2 == pytest.approx(30 * 60 * 0.09, rel=0.005)
+    assert row.mean_r == pytest.approx(220) and row.mean_g == pytest.approx(30)
+    assert row.width_m == pytest.approx(9.0, rel=0.01) and row.length_m == pytest.approx(18.0, rel=0.01)
+
+
+def test_info_lists_rasters_and_problems(tmp_path):
+    write_rgb(tmp_path / "a.tif", scene(64, 64, []))
+    (tmp_path / "b.tif").write_bytes(b"junk")
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "a.tif" in result.output and "b.tif" in result.output
+
+
+def test_models_lists_the_bundled_default():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0 and "aerial-buildings" in result.output and "deeplabv3plus" in result.output
+
+
+def test_real_subprocess_on_sample_data_finds_the_real_buildings(tmp_path):
+    """README's main path: the installed CLI, the bundled model, a real sample tile from an unseen city."""
+    image = SAMPLE / "images" / "kampala_OAM-309606-261636-19.tif"
+    out = tmp_path / "sample.gpkg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bldgseg", "run", str(image), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    buildings = pyogrio.read_dataframe(out, layer="buildings")
+    assert buildings.crs.to_epsg() == 3857 and len(buildings) > 10
+    labels = gpd.read_file(SAMPLE / "labels" / "kampala_buildings.geojson")
+    with rasterio.open(image) as ds:
+        shape, transform = (ds.height, ds.width), ds.transform
+        truth = rasterize(labels.to_crs(ds.crs).geometry, out_shape=shape, transform=transform) > 0
+    pred = rasterize(buildings.geometry, out_shape=shape, transform=transform) > 0
+    iou = (pred & truth).sum() / (pred | truth).sum()
+    assert iou > 0.5, f"pixel IoU {iou:.3f} against OpenStreetMap footprints"

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from bldgseg.errors import DeviceError, InputError
+from bldgseg.inference import Predictor, blend_weight, resolve_device
+from bldgseg.models import load_checkpoint
+from tests.conftest import scene
+
+
+def test_blend_weight_is_smooth_symmetric_and_positive():
+    w = blend_weight(64)
+    assert w.min() > 0 and np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    assert w[32, 32] == pytest.approx(w.max())
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(DeviceError, match="--device cpu"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceError):
+        resolve_device("tpu")
+
+
+def test_overlapping_windows_reproduce_the_exact_mask(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    predictor = Predictor(model, card, "cpu", batch_size=3)
+    rgb = scene(150, 170, [(10, 20, 60, 90), (100, 140, 150, 170)])
+    valid = np.ones((150, 170), bool)
+    prob = predictor.predict(rgb, valid)
+    assert prob.shape == (150, 170)
+    expected = rgb[0] == 220
+    assert np.array_equal(prob >= 0.5, expected)
+
+
+def test_invalid_pixels_get_zero_probability(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    rgb = scene(64, 64, [(0, 0, 64, 64)])
+    valid = np.ones((64, 64), bool)
+    valid[:, :32] = False
+    prob = Predictor(model, card, "cpu").predict(rgb, valid)
+    assert prob[:, :32].max() == 0 and prob[:, 32:].min() > 0.5
+
+
+def test_small_image_is_padded(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    rgb = scene(20, 30, [(5, 5, 10, 10)])
+    prob = Predictor(model, card, "cpu", tta=True).predict(rgb, np.ones((20, 30), bool))
+    assert prob.shape == (20, 30) and (prob >= 0.5).sum() == 25
+
+
+def test_tile_size_must_suit_the_network(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    with pytest.raises(InputError, match="multiple of 32"):
+        Predictor(model, card, "cpu", tile_size=100)
