@@ -52,8 +52,9 @@ PROBE_SIZE = 64
 # ------------------------------------------------------------------------------------------- discovery
 
 
-def discover_inputs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                    glob: str = DEFAULT_GLOB) -> list[Path]:
+def discover_inputs(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], glob: str = DEFAULT_GLOB
+) -> list[Path]:
     """Expand files and folders into a sorted, de-duplicated list of resolved raster paths.
 
     Files are taken as given (any GDAL-readable extension). Folders are searched recursively for ``glob``
@@ -90,8 +91,9 @@ def _search_folder(folder: Path, patterns: Sequence[str]) -> list[Path]:
             if any(fnmatch.fnmatchcase(lower, p) for p in name_patterns):
                 hits.append(Path(root) / name)
     for pattern in path_patterns:
-        hits.extend(p for p in folder.rglob(pattern)
-                    if p.is_file() and not p.name.lower().endswith(SIDECAR_SUFFIXES))
+        hits.extend(
+            p for p in folder.rglob(pattern) if p.is_file() and not p.name.lower().endswith(SIDECAR_SUFFIXES)
+        )
     return hits
 
 
@@ -278,9 +280,11 @@ def _select_bands(ds: Any, name: str, bands: Sequence[int] | None) -> tuple[int,
     return (int(chosen[0]), int(chosen[1]), int(chosen[2]))
 
 
-def scan_inputs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                glob: str = DEFAULT_GLOB,
-                bands: Sequence[int] | None = None) -> tuple[list[RasterInfo], list[SkippedInput]]:
+def scan_inputs(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    glob: str = DEFAULT_GLOB,
+    bands: Sequence[int] | None = None,
+) -> tuple[list[RasterInfo], list[SkippedInput]]:
     """Discover and validate inputs; bad files are collected as :class:`SkippedInput`, never raised.
 
     A path that does not exist at all still raises :class:`InputError` (from :func:`discover_inputs`).
@@ -298,8 +302,9 @@ def scan_inputs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 # ------------------------------------------------------------------------------------------------- GSD
 
 
-def ground_sample_distance(crs: Any, transform: Affine, width: int, height: int, *,
-                           name: str = "raster") -> float:
+def ground_sample_distance(
+    crs: Any, transform: Affine, width: int, height: int, *, name: str = "raster"
+) -> float:
     """Ground metres per pixel at the raster centre (mean of the x and y pixel sizes).
 
     Projected CRSs: the pixel size in CRS units times the unit's metres, divided by the projection's
@@ -309,8 +314,10 @@ def ground_sample_distance(crs: Any, transform: Affine, width: int, height: int,
     try:
         pcrs = pyproj.CRS.from_user_input(crs)
     except CRSError as exc:
-        raise InputError(f"{name}: unusable coordinate reference system ({_one_line(exc)}); "
-                         "assign a valid one with `gdal_edit.py -a_srs EPSG:XXXX FILE`") from exc
+        raise InputError(
+            f"{name}: unusable coordinate reference system ({_one_line(exc)}); "
+            "assign a valid one with `gdal_edit.py -a_srs EPSG:XXXX FILE`"
+        ) from exc
     if pcrs.is_compound and pcrs.sub_crs_list:
         pcrs = pcrs.sub_crs_list[0]
     cx = transform.a * width / 2.0 + transform.b * height / 2.0 + transform.c
@@ -341,16 +348,21 @@ def ground_sample_distance(crs: Any, transform: Affine, width: int, height: int,
         k_parallel, h_meridional = float(factors.parallel_scale), float(factors.meridional_scale)
         scales_ok = all(math.isfinite(v) and v > 0 for v in (k_parallel, h_meridional))
         if not (scales_ok and math.isfinite(lon) and math.isfinite(lat)):
-            raise InputError(f"{name}: the raster centre lies outside the domain of its projection; "
-                             "check its CRS and geotransform")
-        sizes = [math.hypot(dx / k_parallel, dy / h_meridional) * unit_factor
-                 for dx, dy in (col_step, row_step)]
+            raise InputError(
+                f"{name}: the raster centre lies outside the domain of its projection; "
+                "check its CRS and geotransform"
+            )
+        sizes = [
+            math.hypot(dx / k_parallel, dy / h_meridional) * unit_factor for dx, dy in (col_step, row_step)
+        ]
         gsd = float(np.mean(sizes))
     else:
         unit = axes[0].unit_name if axes else "unknown"
         if not axes or "metre" not in unit and "meter" not in unit and "foot" not in unit:
-            raise InputError(f"{name}: cannot measure pixel size in CRS units '{unit}'; "
-                             "assign a projected or geographic CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`")
+            raise InputError(
+                f"{name}: cannot measure pixel size in CRS units '{unit}'; "
+                "assign a projected or geographic CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`"
+            )
         gsd = float(np.mean([math.hypot(*col_step), math.hypot(*row_step)]) * unit_factor)
     if not math.isfinite(gsd) or gsd <= 0:
         raise InputError(f"{name}: pixel size is zero or undefined; check its geotransform with `gdalinfo`")
@@ -393,12 +405,17 @@ def estimate_stretch(dataset: Any, bands: Sequence[int]) -> tuple[tuple[float, f
 
 
 def _int_window(window: Window) -> Window:
-    return Window(int(round(window.col_off)), int(round(window.row_off)),
-                  int(round(window.width)), int(round(window.height)))
+    return Window(
+        int(round(window.col_off)),
+        int(round(window.row_off)),
+        int(round(window.width)),
+        int(round(window.height)),
+    )
 
 
-def read_rgb(info: RasterInfo, window: Window,
-             out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_rgb(
+    info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` (pixel offsets, may extend past the raster) as ``(rgb uint8[3,h,w], valid bool[h,w])``.
 
     Outside the raster is invalid. ``valid`` is True only where the masks (nodata, alpha, internal mask) of
@@ -434,10 +451,17 @@ def read_rgb(info: RasterInfo, window: Window,
     shape = (3, oh, ow)
     try:
         with rasterio.open(info.path) as ds:
-            data = ds.read(indexes, window=win, out_shape=shape, resampling=resampling,
-                           boundless=not inside, out_dtype=info.dtype)
-            masks = ds.read_masks(indexes, window=win, out_shape=shape, resampling=Resampling.nearest,
-                                  boundless=not inside)
+            data = ds.read(
+                indexes,
+                window=win,
+                out_shape=shape,
+                resampling=resampling,
+                boundless=not inside,
+                out_dtype=info.dtype,
+            )
+            masks = ds.read_masks(
+                indexes, window=win, out_shape=shape, resampling=Resampling.nearest, boundless=not inside
+            )
     except RasterioError as exc:
         raise InputError(
             f"{info.path.name}: reading window {win} failed ({_one_line(exc)}); "

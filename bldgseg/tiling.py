@@ -61,8 +61,12 @@ class Chunk:
     @property
     def core_in_read(self) -> Window:
         """The core's position inside the array read for ``read``."""
-        return Window(int(self.core.col_off - self.read.col_off), int(self.core.row_off - self.read.row_off),
-                      int(self.core.width), int(self.core.height))
+        return Window(
+            int(self.core.col_off - self.read.col_off),
+            int(self.core.row_off - self.read.row_off),
+            int(self.core.width),
+            int(self.core.height),
+        )
 
 
 def plan_chunks(height: int, width: int, chunk_size: int, halo: int) -> list[Chunk]:
@@ -84,8 +88,12 @@ def plan_chunks(height: int, width: int, chunk_size: int, halo: int) -> list[Chu
         for col in range(0, width, chunk_size):
             core_w = min(chunk_size, width - col)
             read_c0, read_c1 = max(0, col - halo), min(width, col + core_w + halo)
-            chunks.append(Chunk(core=Window(col, row, core_w, core_h),
-                                read=Window(read_c0, read_r0, read_c1 - read_c0, read_r1 - read_r0)))
+            chunks.append(
+                Chunk(
+                    core=Window(col, row, core_w, core_h),
+                    read=Window(read_c0, read_r0, read_c1 - read_c0, read_r1 - read_r0),
+                )
+            )
     return chunks
 
 

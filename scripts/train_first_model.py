@@ -69,7 +69,9 @@ def accra_samples(root: Path, accra_gsd: float = 0.33) -> list[Sample]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("bldgseg/models/weights/aerial-buildings.safetensors"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("bldgseg/models/weights/aerial-buildings.safetensors")
+    )
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +82,11 @@ def main() -> None:
     accra = accra_samples(args.data / "aerial_extra" / "opencities_accra_gh")
     zanzibar = oam_samples(aerial / "oam_zanzibar_tz")
     atlanta_dir = aerial / "spacenet_atlanta_sn4"
-    atlanta = [read_geotiff_pair(next((atlanta_dir / "images").glob("*.tif")), next((atlanta_dir / "masks").glob("*.tif")))]
+    atlanta = [
+        read_geotiff_pair(
+            next((atlanta_dir / "images").glob("*.tif")), next((atlanta_dir / "masks").glob("*.tif"))
+        )
+    ]
     kampala = oam_samples(aerial / "oam_kampala_ug")
 
     # Geographic validation: the last mosaic rows of Accra and the southernmost Zanzibar tiles (never random pixels).
@@ -99,8 +105,15 @@ def main() -> None:
     print("ImageNet tensors loaded into encoder:", load_imagenet_encoder(model), flush=True)
     started = time.time()
     result = train_model(
-        model, train, val, max_steps=10**6, max_seconds=args.minutes * 60, batch_size=args.batch_size,
-        eval_every=50, seed=args.seed, log=lambda row: print(json.dumps(row), flush=True),
+        model,
+        train,
+        val,
+        max_steps=10**6,
+        max_seconds=args.minutes * 60,
+        batch_size=args.batch_size,
+        eval_every=50,
+        seed=args.seed,
+        log=lambda row: print(json.dumps(row), flush=True),
     )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
@@ -116,8 +129,14 @@ def main() -> None:
         gsd_m=TARGET_GSD,
         threshold=0.5,
         training_data=[
-            {"name": "Open Cities AI Challenge, Accra scene d41d81 (GFDRR/World Bank)", "license": "CC BY 4.0; labels ODbL"},
-            {"name": "OpenAerialMap drone imagery, Zanzibar (OIN)", "license": "CC BY 4.0; labels OpenStreetMap ODbL"},
+            {
+                "name": "Open Cities AI Challenge, Accra scene d41d81 (GFDRR/World Bank)",
+                "license": "CC BY 4.0; labels ODbL",
+            },
+            {
+                "name": "OpenAerialMap drone imagery, Zanzibar (OIN)",
+                "license": "CC BY 4.0; labels OpenStreetMap ODbL",
+            },
             {"name": "SpaceNet 4 Atlanta chip (WorldView-2)", "license": "CC BY-SA 4.0"},
         ],
         license="Weights: CC BY-SA 4.0 (trained on CC BY-SA 4.0 SpaceNet data; other sources CC BY 4.0 / ODbL)",

@@ -36,8 +36,15 @@ UTM_TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 3500000.0)
 def write_tif(path: Path, data: np.ndarray, crs: str | None = UTM, transform=UTM_TRANSFORM, **kw) -> Path:
     """Write ``data`` (bands, rows, cols) as a GeoTIFF and return its path."""
     count, height, width = data.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-                   crs=crs, transform=transform)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform,
+    )
     profile.update(kw)
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
@@ -57,8 +64,17 @@ def rgb_array(height: int = 64, width: int = 80, value: int = 200) -> np.ndarray
 def test_discover_inputs_folders_files_dedup(tmp_path: Path) -> None:
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
-    for rel in ["x.tif", "a/y.tiff", "a/b/z.TIF", "a/b/m.vrt", "a/b/j.jp2", "a/b/i.img",
-                "x.tif.aux.xml", "x.tif.ovr", "notes.txt"]:
+    for rel in [
+        "x.tif",
+        "a/y.tiff",
+        "a/b/z.TIF",
+        "a/b/m.vrt",
+        "a/b/j.jp2",
+        "a/b/i.img",
+        "x.tif.aux.xml",
+        "x.tif.ovr",
+        "notes.txt",
+    ]:
         (tmp_path / rel).write_bytes(b"")
     found = discover_inputs([tmp_path, tmp_path / "x.tif"])
     names = [p.name for p in found]
@@ -160,8 +176,9 @@ def test_no_geotransform(tmp_path: Path) -> None:
 def test_truncated_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, (3, 512, 512), dtype=np.uint8)
-    path = write_tif(tmp_path / "cut.tif", data, tiled=True, blockxsize=256, blockysize=256,
-                     compress="deflate")
+    path = write_tif(
+        tmp_path / "cut.tif", data, tiled=True, blockxsize=256, blockysize=256, compress="deflate"
+    )
     size = path.stat().st_size
     with open(path, "r+b") as fh:
         fh.truncate(size // 2)

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from bldgseg.errors import ModelError
-from bldgseg.models import ModelCard, build_model, bundled_models, list_architectures, load_checkpoint, save_checkpoint
+from bldgseg.models import (
+    ModelCard,
+    build_model,
+    bundled_models,
+    list_architectures,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bldgseg.models.pretrained import load_imagenet_encoder
 
 

@@ -13,7 +13,7 @@ from bldgseg.tiling import Chunk, iter_windows, model_shape, plan_chunks, skip_e
 def coverage(height: int, width: int, windows: list[Window]) -> np.ndarray:
     counts = np.zeros((height, width), dtype=int)
     for w in windows:
-        counts[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+        counts[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
     return counts
 
 
@@ -101,8 +101,9 @@ def test_skip_empty() -> None:
     valid[280, 10] = True
     windows = iter_windows(300, 300, 128, 0)
     kept = skip_empty(windows, valid)
-    assert kept == [w for w in windows
-                    if w.row_off <= 280 < w.row_off + 128 and w.col_off <= 10 < w.col_off + 128]
+    assert kept == [
+        w for w in windows if w.row_off <= 280 < w.row_off + 128 and w.col_off <= 10 < w.col_off + 128
+    ]
     assert len(kept) == 1
     assert skip_empty(windows, np.zeros((300, 300), bool)) == []
     # Windows larger than the array (small-array case) look only at the part inside.

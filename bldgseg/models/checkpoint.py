@@ -58,7 +58,9 @@ class ModelCard:
         known = set(cls.__dataclass_fields__)
         missing = {"name", "architecture", "encoder"} - set(data)
         if missing:
-            raise ModelError(f"{Path(path).name}: model card lacks {sorted(missing)}; re-export the checkpoint")
+            raise ModelError(
+                f"{Path(path).name}: model card lacks {sorted(missing)}; re-export the checkpoint"
+            )
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,8 +76,10 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: Path | str) -> Path
     """Write ``path`` (.safetensors, fp16) and the card beside it (.json); returns the weights path."""
     weights = Path(path).with_suffix(".safetensors")
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu()
+        for k, v in model.state_dict().items()
+    }
     _atomic(weights, lambda tmp: save_file(state, str(tmp), metadata={"name": card.name}))
     _atomic(weights.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card.to_dict(), indent=2)))
     return weights
@@ -107,7 +111,9 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if path.is_dir():
         found = sorted(path.glob("*.safetensors"))
         if len(found) != 1:
-            raise ModelError(f"{path}: expected one .safetensors checkpoint in the folder, found {len(found)}")
+            raise ModelError(
+                f"{path}: expected one .safetensors checkpoint in the folder, found {len(found)}"
+            )
         return found[0]
     weights = path.with_suffix(".safetensors")
     if weights.exists() and weights.with_suffix(".json").exists():
@@ -123,12 +129,16 @@ def load_checkpoint(name_or_path: str | Path = DEFAULT_MODEL) -> tuple[nn.Module
     weights = resolve_checkpoint(name_or_path)
     card_path = weights.with_suffix(".json")
     if not card_path.exists():
-        raise ModelError(f"{weights.name}: model card {card_path.name} is missing; keep it beside the weights")
+        raise ModelError(
+            f"{weights.name}: model card {card_path.name} is missing; keep it beside the weights"
+        )
     card = ModelCard.from_json(card_path)
     model = build_from_card(card)
     try:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise ModelError(f"{weights.name}: weights do not match the card's model ({exc}); re-export it") from exc
+        raise ModelError(
+            f"{weights.name}: weights do not match the card's model ({exc}); re-export it"
+        ) from exc
     return model.eval(), card

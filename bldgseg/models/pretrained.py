@@ -32,7 +32,9 @@ def lite_checkpoint_path(variant: int = 0) -> Path:
 def map_lite_state_dict(source: dict[str, torch.Tensor], target_keys: list[str]) -> dict[str, torch.Tensor]:
     """Rename the package's tensors to timm's names by position, checking every shape."""
     if len(source) != len(target_keys):
-        raise ModelError(f"EfficientNet-Lite checkpoint has {len(source)} tensors, timm expects {len(target_keys)}")
+        raise ModelError(
+            f"EfficientNet-Lite checkpoint has {len(source)} tensors, timm expects {len(target_keys)}"
+        )
     return dict(zip(target_keys, source.values(), strict=True))
 
 
@@ -48,7 +50,9 @@ def load_imagenet_encoder(model: nn.Module, variant: int = 0) -> int:
     mapped = map_lite_state_dict(source, list(reference))
     for name, tensor in mapped.items():
         if tensor.shape != reference[name].shape:
-            raise ModelError(f"shape mismatch for {name}: {tuple(tensor.shape)} vs {tuple(reference[name].shape)}")
+            raise ModelError(
+                f"shape mismatch for {name}: {tuple(tensor.shape)} vs {tuple(reference[name].shape)}"
+            )
     encoder = model.encoder.model
     wanted = encoder.state_dict()
     subset = {k: v for k, v in mapped.items() if k in wanted}

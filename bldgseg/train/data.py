@@ -62,12 +62,18 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 class PairDataset(Dataset):
     """Random augmented crops of in-memory samples; ``length`` crops make one epoch."""
 
-    def __init__(self, samples: Sequence[Sample], crop: int = 256, augment: bool = True, length: int | None = None):
+    def __init__(
+        self, samples: Sequence[Sample], crop: int = 256, augment: bool = True, length: int | None = None
+    ):
         self.samples = list(samples)
         self.crop = crop
         self.length = length or len(self.samples)
-        self.transform = default_augmentation(crop) if augment else A.Compose(
-            [A.PadIfNeeded(crop, crop, border_mode=cv2.BORDER_REFLECT_101), A.CenterCrop(crop, crop)]
+        self.transform = (
+            default_augmentation(crop)
+            if augment
+            else A.Compose(
+                [A.PadIfNeeded(crop, crop, border_mode=cv2.BORDER_REFLECT_101), A.CenterCrop(crop, crop)]
+            )
         )
 
     def __len__(self) -> int:

@@ -94,7 +94,12 @@ def train_model(
         step += 1
         if step % eval_every == 0:
             metrics = evaluate_pixels(model, val_samples) if val_samples else {"iou": float("nan")}
-            row = {"step": step, "seconds": time.monotonic() - start, "loss": float(np.mean(running)), **metrics}
+            row = {
+                "step": step,
+                "seconds": time.monotonic() - start,
+                "loss": float(np.mean(running)),
+                **metrics,
+            }
             running.clear()
             result.history.append(row)
             if log:
