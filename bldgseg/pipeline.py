@@ -326,6 +326,7 @@ def run(config: RunConfig, progress: ProgressFn | None = None) -> RunResult:
         config, card, settings, infos, skipped, started, time.perf_counter() - t0, unit_seconds
     )
     metadata["buildings"] = len(buildings)
+    metadata["images"] = len(infos)
     output = write_outputs(config, frames, buildings, metadata, skipped)
     return RunResult(output, buildings, skipped, metadata)
 

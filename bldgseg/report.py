@@ -36,7 +36,7 @@ def describe_inputs(
                 "gsd_m": f"{info.gsd_m:.3f}",
                 "bands": ",".join(map(str, info.bands)),
                 "dtype": info.dtype + (" (stretched)" if info.stretch else ""),
-                "resample": "none" if abs(scale - 1) < 0.02 else f"x{1 / scale:.2f} to {card.gsd_m:g} m",
+                "resample": "none" if abs(scale - 1) < 0.02 else f"size x{scale:.2f} to {card.gsd_m:g} m",
                 "windows": windows,
                 "chunks": len(plan_chunks(info.height, info.width, chunk_size, 0)),
             }

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bldgseg import __version__
-from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped
+from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped, wide_console
 
 app = typer.Typer(
     name="bldgseg",
@@ -127,7 +126,7 @@ def run(
     meta = result.metadata
     console.print(
         f"[green]wrote[/] {result.output}: {meta['buildings']} buildings from "
-        f"{len(config.inputs) and meta['inputs'].count('path')} image(s) in {meta['seconds_total']:.1f} s",
+        f"{meta['images']} image(s) in {meta['seconds_total']:.1f} s",
         highlight=False,
     )
 
@@ -249,8 +248,8 @@ def models() -> None:
             ",".join(card.classes),
             summary,
         )
-    Console().print(table)
-    Console().print("Architectures: " + ", ".join(list_architectures()))
+    wide_console().print(table)
+    wide_console().print("Architectures: " + ", ".join(list_architectures()))
 
 
 @app.command()
@@ -278,7 +277,7 @@ def info(
                 for k in ("file", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
             ]
         )
-    Console().print(table)
+    wide_console().print(table)
     report_skipped(skipped)
     if not rows:
         raise typer.Exit(2)

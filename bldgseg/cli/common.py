@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -73,6 +74,11 @@ def parse_bands(text: str | None) -> tuple[int, int, int] | None:
     if len(bands) != 3 or min(bands) < 1:
         raise typer.BadParameter(f"{text!r}: give three 1-based band numbers, e.g. --bands 3,2,1")
     return bands  # type: ignore[return-value]
+
+
+def wide_console() -> Console:
+    """Standard output wide enough for tables, also when piped."""
+    return Console(width=max(160, shutil.get_terminal_size().columns))
 
 
 def report_skipped(skipped) -> None:

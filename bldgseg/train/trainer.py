@@ -1,0 +1,319 @@
+"""Training: AdamW with a cosine or one-cycle schedule, BCE/CE + Dice or Lovász, AMP on CUDA, best/last
+checkpoints with complete model cards, resume, early stopping and a per-epoch metrics table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from bldgseg.errors import InputError
+from bldgseg.inference import resolve_device
+from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
+from bldgseg.models.pretrained import load_imagenet_encoder
+from bldgseg.train.data import Sample, to_tensor
+
+IGNORE = 255
+ProgressFn = Callable[[str, int, int], None]
+EpochFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the CLI flags and the YAML ``--config`` keys have these names."""
+
+    name: str = "custom-buildings"
+    architecture: str = "unet"
+    encoder: str = "tu-efficientnet_lite0"
+    encoder_weights: str = "imagenet"  # imagenet (offline EfficientNet-Lite), none, or a path to a state dict
+    classes: list[str] = field(default_factory=lambda: ["building"])
+    gsd_m: float = 0.3
+    crop: int = 256
+    batch_size: int = 8
+    epochs: int = 30
+    steps_per_epoch: int | None = None
+    max_minutes: float | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | onecycle
+    loss: str = "dice"  # dice | lovasz, added to BCE (binary) or cross-entropy (multi-class)
+    early_stopping: int = 0  # epochs without improvement before stopping; 0 = off
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    augmentation: dict[str, Any] | None = None
+    tile_size: int = 512
+    overlap: int = 64
+    threshold: float = 0.5
+    training_data: list[dict[str, str]] = field(default_factory=list)
+    license: str = ""
+
+    def validate(self) -> None:
+        if self.schedule not in ("cosine", "onecycle"):
+            raise InputError(f"schedule {self.schedule!r} is not known; use cosine or onecycle")
+        if self.loss not in ("dice", "lovasz"):
+            raise InputError(f"loss {self.loss!r} is not known; use dice or lovasz")
+        if self.crop % 32:
+            raise InputError(f"crop {self.crop} is not a multiple of 32; use e.g. 256 or 384")
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 1
+
+
+class TrainingSet(Dataset):
+    """Augmented random crops; one epoch is ``length`` crops drawn round-robin over the samples."""
+
+    def __init__(self, samples: Sequence[Sample], transform, length: int, binary: bool):
+        self.samples, self.transform, self.length, self.binary = list(samples), transform, length, binary
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.samples[index % len(self.samples)]
+        out = self.transform(image=sample.image, mask=sample.mask)
+        mask = torch.from_numpy(np.ascontiguousarray(out["mask"]))
+        target = mask.float()[None] if self.binary else mask.long()
+        return to_tensor(out["image"]), target
+
+
+def make_loss(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """BCE (binary) or cross-entropy (multi-class) plus Dice or Lovász, all ignoring label 255."""
+    mode = "binary" if config.binary else "multiclass"
+    if config.binary:
+        base = smp.losses.SoftBCEWithLogitsLoss(ignore_index=IGNORE)
+    else:
+        base = smp.losses.SoftCrossEntropyLoss(ignore_index=IGNORE)
+    if config.loss == "dice":
+        extra = smp.losses.DiceLoss(mode, ignore_index=IGNORE)
+    else:
+        extra = smp.losses.LovaszLoss(mode, ignore_index=IGNORE)
+    return lambda logits, target: base(logits, target) + extra(logits, target)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
+    """Model from the registry with encoder weights; returns it and the number of tensors loaded."""
+    model = build_model(config.architecture, config.encoder, num_classes=1 if config.binary else len(config.classes))
+    weights = config.encoder_weights.lower()
+    if weights == "none":
+        return model, 0
+    if weights == "imagenet":
+        if "efficientnet_lite" not in config.encoder:
+            raise InputError(
+                f"offline ImageNet weights exist for tu-efficientnet_lite0/1/2 only, not {config.encoder}; "
+                "use --encoder-weights none or a local file"
+            )
+        return model, load_imagenet_encoder(model, int(config.encoder.rsplit("lite", 1)[1]))
+    path = Path(config.encoder_weights)
+    if not path.exists():
+        raise InputError(f"{path}: encoder weights not found; give a .pth/.safetensors state dict, imagenet or none")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = model.encoder.model if hasattr(model.encoder, "model") else model.encoder
+    result = encoder.load_state_dict(state, strict=False)
+    loaded = len(state) - len(result.unexpected_keys)
+    if result.missing_keys:
+        raise InputError(f"{path.name}: {len(result.missing_keys)} encoder tensors missing (e.g. "
+                         f"{result.missing_keys[0]}); the file does not match encoder {config.encoder}")
+    return model, loaded
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, device: torch.device) -> dict:
+    """Pixel metrics over whole validation samples (label 255 ignored)."""
+    model.eval()
+    n = max(2, len(config.classes) + (1 if config.binary else 0))
+    confusion = np.zeros((n, n), np.int64)
+    for sample in samples:
+        h, w = sample.mask.shape
+        image = np.pad(sample.image, ((0, (-h) % 32), (0, (-w) % 32), (0, 0)), mode="reflect")
+        logits = model(to_tensor(image)[None].to(device))[0, :, :h, :w]
+        if config.binary:
+            pred = (torch.sigmoid(logits[0]) >= config.threshold).long().cpu().numpy()
+        else:
+            pred = logits.argmax(0).cpu().numpy()
+        keep = sample.mask != IGNORE
+        confusion += np.bincount(n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n).reshape(n, n)
+    tp = np.diag(confusion).astype(float)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    iou = np.divide(tp, union, out=np.full(n, np.nan), where=union > 0)
+    if config.binary:
+        fp, fn = confusion[0, 1], confusion[1, 0]
+        return {"iou": float(iou[1]), "precision": float(tp[1] / max(1, tp[1] + fp)),
+                "recall": float(tp[1] / max(1, tp[1] + fn)), "f1": float(2 * tp[1] / max(1, 2 * tp[1] + fp + fn))}
+    metrics = {f"iou_{name}": float(iou[i]) for i, name in enumerate(config.classes)}
+    metrics["iou"] = float(np.nanmean(iou[: len(config.classes)]))
+    return metrics
+
+
+def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
+    return ModelCard(
+        name=config.name, architecture=config.architecture, encoder=config.encoder, classes=list(config.classes),
+        tile_size=config.tile_size, overlap=config.overlap, gsd_m=config.gsd_m, threshold=config.threshold,
+        training_data=config.training_data, license=config.license, metrics={"validation_pixel": metrics},
+        training=training,
+    )
+
+
+def train(
+    config: TrainConfig,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    out_dir: Path,
+    transform,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    on_epoch: EpochFn | None = None,
+) -> dict[str, Any]:
+    """Train and write ``best``/``last`` checkpoints, ``last.state.pt`` and ``metrics.csv`` into ``out_dir``."""
+    config.validate()
+    if not train_samples or not val_samples:
+        raise InputError("training needs samples on both sides of the split; add data or change --val-fraction")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model, loaded = init_model(config)
+    model.to(device).to(memory_format=torch.channels_last)
+    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_samples) / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "history": [], "seconds": 0.0}
+    if resume:
+        state = resume_state(out_dir, model, optimizer, device)
+    loss_fn = make_loss(config)
+    dataset = TrainingSet(train_samples, transform, steps_per_epoch * config.batch_size, config.binary)
+    start = time.monotonic() - state["seconds"]
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    stopped = "epochs"
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+        model.train()
+        losses = []
+        for batch_index, (images, targets) in enumerate(loader, start=1):
+            set_lr(optimizer, config, state["step"], total_steps, time.monotonic() - start, budget)
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+                loss = loss_fn(model(images), targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            state["step"] += 1
+            if progress:
+                progress(f"epoch {epoch}/{config.epochs}", batch_index, steps_per_epoch)
+            if budget and time.monotonic() - start >= budget:
+                stopped = "time budget"
+                break
+        metrics = validate(model, val_samples, config, device)
+        state["seconds"] = time.monotonic() - start
+        row = {"epoch": epoch, "step": state["step"], "seconds": round(state["seconds"], 1),
+               "loss": float(np.mean(losses)), **metrics}
+        state["history"].append(row)
+        state["epoch"] = epoch
+        improved = metrics["iou"] > state["best"]
+        if improved:
+            state["best"], state["best_epoch"] = metrics["iou"], epoch
+            save_checkpoint(model, make_card(config, metrics, training_record(config, state, loaded)),
+                            out_dir / "best.safetensors")
+        save_checkpoint(model, make_card(config, metrics, training_record(config, state, loaded)),
+                        out_dir / "last.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), **state}, out_dir / "last.state.pt")
+        write_metrics_csv(out_dir / "metrics.csv", state["history"])
+        if on_epoch:
+            on_epoch({**row, "best": improved})
+        if stopped == "time budget":
+            break
+        if config.early_stopping and epoch - state["best_epoch"] >= config.early_stopping:
+            stopped = f"early stopping (no improvement for {config.early_stopping} epochs)"
+            break
+    return {"best_iou": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+            "steps": state["step"], "seconds": round(state["seconds"], 1), "stopped": stopped,
+            "encoder_tensors_loaded": loaded, "out_dir": str(out_dir)}
+
+
+def set_lr(optimizer, config: TrainConfig, step: int, total: int, elapsed: float, budget: float | None) -> None:
+    """Cosine decay (with a short warm-up) or one-cycle, over steps or the time budget, whichever is nearer."""
+    progress = step / max(1, total)
+    if budget:
+        progress = max(progress, elapsed / budget)
+    progress = min(progress, 1.0)
+    if config.schedule == "cosine":
+        factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        warm = 0.3
+        if progress < warm:
+            factor = 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * progress / warm))
+        else:
+            factor = 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * factor
+
+
+def training_record(config: TrainConfig, state: dict, loaded: int) -> dict[str, Any]:
+    return {"config": {k: v for k, v in asdict(config).items() if k not in ("training_data", "license")},
+            "epochs_done": state["epoch"], "steps": state["step"], "seconds": round(state["seconds"], 1),
+            "best_epoch": state["best_epoch"], "encoder_tensors_loaded": loaded, "history": state["history"]}
+
+
+def resume_state(out_dir: Path, model: nn.Module, optimizer, device: torch.device) -> dict:
+    """Weights, optimizer and counters of ``out_dir/last.*``."""
+    state_path = out_dir / "last.state.pt"
+    if not state_path.exists() or not (out_dir / "last.safetensors").exists():
+        raise InputError(f"{out_dir}: nothing to resume (last.safetensors / last.state.pt missing); drop --resume")
+    loaded, _ = load_checkpoint(out_dir / "last.safetensors")
+    model.load_state_dict(loaded.state_dict())
+    saved = torch.load(state_path, map_location=device, weights_only=False)
+    optimizer.load_state_dict(saved.pop("optimizer"))
+    return saved
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """A YAML file of TrainConfig keys (plus data keys used by the CLI)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{Path(path).name}: cannot read the YAML config ({exc}); check the file") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{Path(path).name}: the config must be a mapping of option: value")
+    return data
+
+
+def dump_json(path: Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str))
