@@ -90,13 +90,21 @@ def vectorize_mask_files(
         raise InputError(f"no usable mask rasters among {len(paths)} file(s)")
     crs = frames[0].crs
     buildings = gpd.GeoDataFrame(pd.concat([f.to_crs(crs) for f in frames], ignore_index=True), crs=crs)
-    write_gpkg(output, {"buildings": buildings}, {"skipped": skipped_table(skipped)}, overwrite=overwrite)
+    write_gpkg(output, {"buildings": buildings}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(buildings), skipped
 
 
 def skipped_table(skipped: list[SkippedInput]) -> pd.DataFrame:
+    """The ``errors`` table of the output: files left out and why (same columns as ``bldgseg run``'s)."""
     return pd.DataFrame(
-        {"path": [str(s.path) for s in skipped], "reason": [s.reason for s in skipped]}, dtype="string"
+        {
+            "path": [str(s.path) for s in skipped],
+            "reason": [s.reason for s in skipped],
+            "stage": ["scan"] * len(skipped),
+            "unit": [""] * len(skipped),
+        },
+        columns=["path", "reason", "stage", "unit"],
+        dtype="string",
     )
 
 
@@ -155,5 +163,5 @@ def enrich_footprints(
     out["height_m"] = height_attributes(gdf, ndsm=ndsm, dsm=dsm, dtm=dtm)
     out["source_image"] = assigned
     result = gpd.GeoDataFrame(out, geometry=gdf.geometry.name, crs=gdf.crs)
-    write_gpkg(output, {"buildings": result}, {"skipped": skipped_table(skipped)}, overwrite=overwrite)
+    write_gpkg(output, {"buildings": result}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(result), skipped

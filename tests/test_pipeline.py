@@ -76,7 +76,7 @@ def test_bad_inputs_are_skipped_and_reported(tmp_path, red_roof_model):
     result = run(config(tmp_path, red_roof_model, [folder]))
     assert len(result.buildings) == 1
     assert sorted(s.path.name for s in result.skipped) == ["garbage.tif", "nocrs.tif"]
-    skipped = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="skipped")
+    skipped = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="errors")
     assert len(skipped) == 2 and all("\n" not in r for r in skipped.reason)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,8 @@ from rich.table import Table
 
 from bldgseg import __version__
 from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped, wide_console
+from bldgseg.cli.evaluate import evaluate_command
+from bldgseg.cli.train import train_command
 
 app = typer.Typer(
     name="bldgseg",
@@ -18,6 +21,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("train")(train_command)
+
+
+@functools.wraps(evaluate_command)
+def evaluate(*args, **kwargs) -> None:
+    """Compare predictions with ground truth: pixel and polygon (IoU >= 0.5) metrics, JSON/Markdown/HTML report."""
+    call(evaluate_command, *args, **kwargs)
+
+
+app.command("evaluate")(evaluate)
 
 
 def _version(value: bool) -> None:
@@ -41,6 +54,7 @@ GlobOpt = Annotated[str, typer.Option("--glob", help="File pattern when an input
 BandsOpt = Annotated[str | None, typer.Option("--bands", help="Bands to read as RGB, 1-based, e.g. 3,2,1.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+_SCALE = "Scaling out"
 
 
 @app.command()
@@ -86,11 +100,128 @@ def run(
         str | None, typer.Option("--scheduler", help="Address of a running dask.distributed scheduler.")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Work units in parallel (local).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes of a local Dask cluster; with --cluster slurm, the number of SLURM jobs.",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster", help="'slurm': start workers as SLURM jobs (dask-jobqueue).", rich_help_panel=_SCALE
+        ),
+    ] = None,
+    slurm_queue: Annotated[
+        str | None, typer.Option("--slurm-queue", help="SLURM partition.", rich_help_panel=_SCALE)
+    ] = None,
+    slurm_account: Annotated[
+        str | None, typer.Option("--slurm-account", help="SLURM account.", rich_help_panel=_SCALE)
+    ] = None,
+    slurm_walltime: Annotated[
+        str, typer.Option("--slurm-walltime", help="Wall time per job, HH:MM:SS.", rich_help_panel=_SCALE)
+    ] = "01:00:00",
+    slurm_cores: Annotated[
+        int, typer.Option("--slurm-cores", min=1, help="CPUs per job.", rich_help_panel=_SCALE)
+    ] = 4,
+    slurm_memory: Annotated[
+        str, typer.Option("--slurm-memory", help="Memory per job, e.g. 16GB.", rich_help_panel=_SCALE)
+    ] = "16GB",
+    slurm_gpus: Annotated[
+        int, typer.Option("--slurm-gpus", min=0, help="GPUs per job (--gres=gpu:N).", rich_help_panel=_SCALE)
+    ] = 0,
+    slurm_interface: Annotated[
+        str | None,
+        typer.Option("--slurm-interface", help="Network interface, e.g. ib0.", rich_help_panel=_SCALE),
+    ] = None,
+    slurm_prologue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slurm-prologue",
+            help="Shell line run before each worker, e.g. 'source ~/venv/bin/activate' (repeatable).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    slurm_directive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slurm-directive",
+            help="Extra #SBATCH directive, e.g. --constraint=a100.",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    print_job_script: Annotated[
+        bool,
+        typer.Option(
+            "--print-job-script",
+            help="Print the SLURM job script and exit (no job submitted).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Keep finished work units here (part files + manifest); default: a hidden folder next to -o, "
+            "removed after success.",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run in this run directory (same options): finished units are kept.",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preload",
+            help="Module or .py file imported first, here and in every worker (custom architectures).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Segment buildings in INPUTS and write polygons with attributes to a GeoPackage."""
+    from bldgseg.executors import SlurmOptions
     from bldgseg.pipeline import RunConfig
     from bldgseg.pipeline import run as run_pipeline
+
+    if run_dir is not None and resume is not None and run_dir.resolve() != resume.resolve():
+        raise typer.BadParameter("--run-dir and --resume name different folders; give one of them")
+    if cluster is not None and cluster != "slurm":
+        raise typer.BadParameter(f"--cluster {cluster!r}: only 'slurm' is supported", param_hint="--cluster")
+    slurm = None
+    if cluster == "slurm":
+        slurm = SlurmOptions(
+            jobs=workers or 1,
+            queue=slurm_queue,
+            account=slurm_account,
+            walltime=slurm_walltime,
+            cores=slurm_cores,
+            memory=slurm_memory,
+            gpus=slurm_gpus,
+            interface=slurm_interface,
+            prologue=tuple(slurm_prologue or ()),
+            extra_directives=tuple(slurm_directive or ()),
+        )
+    if print_job_script:
+        from bldgseg.executors import slurm_cluster
+
+        if slurm is None:
+            raise typer.BadParameter("--print-job-script needs --cluster slurm")
+        job = call(slurm_cluster, slurm, tuple(preload or ()))
+        try:
+            typer.echo(job.job_script())
+        finally:
+            job.close()
+        return
 
     config = RunConfig(
         inputs=inputs,
@@ -119,14 +250,27 @@ def run(
         crs=crs,
         scheduler=scheduler,
         threads=threads,
+        workers=workers,
+        cluster=cluster,
+        slurm=slurm,
+        run_dir=resume or run_dir,
+        resume=resume is not None,
+        preload=tuple(preload or ()),
     )
     with progress_bar() as update:
         result = call(run_pipeline, config, progress=update)
     report_skipped(result.skipped)
+    for error in result.failed_units:
+        console.print(
+            f"[yellow]failed:[/] {Path(error.path).name}: {error.reason}", highlight=False, soft_wrap=True
+        )
     meta = result.metadata
+    resumed = (
+        f", {meta['units_resumed']} unit(s) kept from an earlier session" if meta.get("units_resumed") else ""
+    )
     console.print(
         f"[green]wrote[/] {result.output}: {meta['buildings']} buildings from "
-        f"{meta['images']} image(s) in {meta['seconds_total']:.1f} s",
+        f"{meta['images']} image(s) in {meta['seconds_total']:.1f} s{resumed}",
         highlight=False,
     )
 

@@ -112,7 +112,9 @@ def seed_everything(seed: int) -> None:
 
 def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
     """Model from the registry with encoder weights; returns it and the number of tensors loaded."""
-    model = build_model(config.architecture, config.encoder, num_classes=1 if config.binary else len(config.classes))
+    model = build_model(
+        config.architecture, config.encoder, num_classes=1 if config.binary else len(config.classes)
+    )
     weights = config.encoder_weights.lower()
     if weights == "none":
         return model, 0
@@ -125,7 +127,9 @@ def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
         return model, load_imagenet_encoder(model, int(config.encoder.rsplit("lite", 1)[1]))
     path = Path(config.encoder_weights)
     if not path.exists():
-        raise InputError(f"{path}: encoder weights not found; give a .pth/.safetensors state dict, imagenet or none")
+        raise InputError(
+            f"{path}: encoder weights not found; give a .pth/.safetensors state dict, imagenet or none"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -136,8 +140,10 @@ def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
     result = encoder.load_state_dict(state, strict=False)
     loaded = len(state) - len(result.unexpected_keys)
     if result.missing_keys:
-        raise InputError(f"{path.name}: {len(result.missing_keys)} encoder tensors missing (e.g. "
-                         f"{result.missing_keys[0]}); the file does not match encoder {config.encoder}")
+        raise InputError(
+            f"{path.name}: {len(result.missing_keys)} encoder tensors missing (e.g. "
+            f"{result.missing_keys[0]}); the file does not match encoder {config.encoder}"
+        )
     return model, loaded
 
 
@@ -156,14 +162,20 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
         else:
             pred = logits.argmax(0).cpu().numpy()
         keep = sample.mask != IGNORE
-        confusion += np.bincount(n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n).reshape(n, n)
+        confusion += np.bincount(
+            n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n
+        ).reshape(n, n)
     tp = np.diag(confusion).astype(float)
     union = confusion.sum(0) + confusion.sum(1) - tp
     iou = np.divide(tp, union, out=np.full(n, np.nan), where=union > 0)
     if config.binary:
         fp, fn = confusion[0, 1], confusion[1, 0]
-        return {"iou": float(iou[1]), "precision": float(tp[1] / max(1, tp[1] + fp)),
-                "recall": float(tp[1] / max(1, tp[1] + fn)), "f1": float(2 * tp[1] / max(1, 2 * tp[1] + fp + fn))}
+        return {
+            "iou": float(iou[1]),
+            "precision": float(tp[1] / max(1, tp[1] + fp)),
+            "recall": float(tp[1] / max(1, tp[1] + fn)),
+            "f1": float(2 * tp[1] / max(1, 2 * tp[1] + fp + fn)),
+        }
     metrics = {f"iou_{name}": float(iou[i]) for i, name in enumerate(config.classes)}
     metrics["iou"] = float(np.nanmean(iou[: len(config.classes)]))
     return metrics
@@ -171,9 +183,17 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
 
 def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
     return ModelCard(
-        name=config.name, architecture=config.architecture, encoder=config.encoder, classes=list(config.classes),
-        tile_size=config.tile_size, overlap=config.overlap, gsd_m=config.gsd_m, threshold=config.threshold,
-        training_data=config.training_data, license=config.license, metrics={"validation_pixel": metrics},
+        name=config.name,
+        architecture=config.architecture,
+        encoder=config.encoder,
+        classes=list(config.classes),
+        tile_size=config.tile_size,
+        overlap=config.overlap,
+        gsd_m=config.gsd_m,
+        threshold=config.threshold,
+        training_data=config.training_data,
+        license=config.license,
+        metrics={"validation_pixel": metrics},
         training=training,
     )
 
@@ -191,7 +211,9 @@ def train(
     """Train and write ``best``/``last`` checkpoints, ``last.state.pt`` and ``metrics.csv`` into ``out_dir``."""
     config.validate()
     if not train_samples or not val_samples:
-        raise InputError("training needs samples on both sides of the split; add data or change --val-fraction")
+        raise InputError(
+            "training needs samples on both sides of the split; add data or change --val-fraction"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -212,10 +234,12 @@ def train(
     stopped = "epochs"
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(config.seed * 100003 + epoch)
         loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
         model.train()
         losses = []
-        for batch_index, (images, targets) in enumerate(loader, start=1):
+        for images, targets in loader:
             set_lr(optimizer, config, state["step"], total_steps, time.monotonic() - start, budget)
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
@@ -227,23 +251,34 @@ def train(
             losses.append(loss.item())
             state["step"] += 1
             if progress:
-                progress(f"epoch {epoch}/{config.epochs}", batch_index, steps_per_epoch)
+                progress("training steps", state["step"], total_steps)
             if budget and time.monotonic() - start >= budget:
                 stopped = "time budget"
                 break
         metrics = validate(model, val_samples, config, device)
         state["seconds"] = time.monotonic() - start
-        row = {"epoch": epoch, "step": state["step"], "seconds": round(state["seconds"], 1),
-               "loss": float(np.mean(losses)), **metrics}
+        row = {
+            "epoch": epoch,
+            "step": state["step"],
+            "seconds": round(state["seconds"], 1),
+            "loss": float(np.mean(losses)),
+            **metrics,
+        }
         state["history"].append(row)
         state["epoch"] = epoch
         improved = metrics["iou"] > state["best"]
         if improved:
             state["best"], state["best_epoch"] = metrics["iou"], epoch
-            save_checkpoint(model, make_card(config, metrics, training_record(config, state, loaded)),
-                            out_dir / "best.safetensors")
-        save_checkpoint(model, make_card(config, metrics, training_record(config, state, loaded)),
-                        out_dir / "last.safetensors")
+            save_checkpoint(
+                model,
+                make_card(config, metrics, training_record(config, state, loaded)),
+                out_dir / "best.safetensors",
+            )
+        save_checkpoint(
+            model,
+            make_card(config, metrics, training_record(config, state, loaded)),
+            out_dir / "last.safetensors",
+        )
         torch.save({"optimizer": optimizer.state_dict(), **state}, out_dir / "last.state.pt")
         write_metrics_csv(out_dir / "metrics.csv", state["history"])
         if on_epoch:
@@ -253,12 +288,21 @@ def train(
         if config.early_stopping and epoch - state["best_epoch"] >= config.early_stopping:
             stopped = f"early stopping (no improvement for {config.early_stopping} epochs)"
             break
-    return {"best_iou": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
-            "steps": state["step"], "seconds": round(state["seconds"], 1), "stopped": stopped,
-            "encoder_tensors_loaded": loaded, "out_dir": str(out_dir)}
+    return {
+        "best_iou": state["best"],
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "seconds": round(state["seconds"], 1),
+        "stopped": stopped,
+        "encoder_tensors_loaded": loaded,
+        "out_dir": str(out_dir),
+    }
 
 
-def set_lr(optimizer, config: TrainConfig, step: int, total: int, elapsed: float, budget: float | None) -> None:
+def set_lr(
+    optimizer, config: TrainConfig, step: int, total: int, elapsed: float, budget: float | None
+) -> None:
     """Cosine decay (with a short warm-up) or one-cycle, over steps or the time budget, whichever is nearer."""
     progress = step / max(1, total)
     if budget:
@@ -277,16 +321,24 @@ def set_lr(optimizer, config: TrainConfig, step: int, total: int, elapsed: float
 
 
 def training_record(config: TrainConfig, state: dict, loaded: int) -> dict[str, Any]:
-    return {"config": {k: v for k, v in asdict(config).items() if k not in ("training_data", "license")},
-            "epochs_done": state["epoch"], "steps": state["step"], "seconds": round(state["seconds"], 1),
-            "best_epoch": state["best_epoch"], "encoder_tensors_loaded": loaded, "history": state["history"]}
+    return {
+        "config": {k: v for k, v in asdict(config).items() if k not in ("training_data", "license")},
+        "epochs_done": state["epoch"],
+        "steps": state["step"],
+        "seconds": round(state["seconds"], 1),
+        "best_epoch": state["best_epoch"],
+        "encoder_tensors_loaded": loaded,
+        "history": state["history"],
+    }
 
 
 def resume_state(out_dir: Path, model: nn.Module, optimizer, device: torch.device) -> dict:
     """Weights, optimizer and counters of ``out_dir/last.*``."""
     state_path = out_dir / "last.state.pt"
     if not state_path.exists() or not (out_dir / "last.safetensors").exists():
-        raise InputError(f"{out_dir}: nothing to resume (last.safetensors / last.state.pt missing); drop --resume")
+        raise InputError(
+            f"{out_dir}: nothing to resume (last.safetensors / last.state.pt missing); drop --resume"
+        )
     loaded, _ = load_checkpoint(out_dir / "last.safetensors")
     model.load_state_dict(loaded.state_dict())
     saved = torch.load(state_path, map_location=device, weights_only=False)

@@ -1,0 +1,101 @@
+"""``bldgseg evaluate``: score predictions against ground truth; parsing and the summary table only.
+
+Registered in ``bldgseg.cli.app`` with ``app.command("evaluate")(evaluate_command)``; project errors are raised
+(``BldgsegError`` subclasses) for the caller to report, so this module imports nothing from ``app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bldgseg.evaluate import EvaluationReport, evaluate
+from bldgseg.evaluation_report import check_report_output, write_report
+
+__all__ = ["evaluate_command", "summary_table"]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def summary_table(report: EvaluationReport) -> Table:
+    """The overall metrics as a two-column rich table."""
+    pixel, polygon = report.overall["pixel"], report.overall["polygon"]
+    table = Table(title=f"Evaluation: {report.overall['images']} image(s)")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right")
+    rows = [
+        ("pixel IoU", pixel["iou"]),
+        ("pixel precision", pixel["precision"]),
+        ("pixel recall", pixel["recall"]),
+        ("pixel F1", pixel["f1"]),
+        ("polygon precision", polygon["precision"]),
+        ("polygon recall", polygon["recall"]),
+        ("polygon F1", polygon["f1"]),
+        ("buildings pred / truth", f"{polygon['n_pred']} / {polygon['n_truth']}"),
+        ("count error", polygon["count_error"]),
+        ("merged", polygon["merged"]),
+        ("split", polygon["split"]),
+    ]
+    for label, value in rows:
+        table.add_row(label, _fmt(value))
+    return table
+
+
+def evaluate_command(
+    pred: Annotated[
+        Path,
+        typer.Argument(
+            help="Predictions: a GeoPackage from `bldgseg run`, or mask/probability rasters (file/folder)."
+        ),
+    ],
+    gt: Annotated[
+        Path,
+        typer.Argument(help="Ground truth: footprints in any OGR format, or mask rasters (file/folder)."),
+    ],
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--images", "-i", help="Imagery the predictions came from (default: the source_image column)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("evaluation"),
+    iou_threshold: Annotated[
+        float, typer.Option("--iou-threshold", min=0.0, max=1.0, help="Polygon match at IoU >= this.")
+    ] = 0.5,
+    gt_layer: Annotated[str | None, typer.Option("--gt-layer", help="Layer of GT to read.")] = None,
+    pred_layer: Annotated[str, typer.Option("--pred-layer", help="Layer of PRED to read.")] = "buildings",
+    threshold: Annotated[
+        float, typer.Option("--threshold", min=0.0, max=1.0, help="Cut for probability rasters.")
+    ] = 0.5,
+    edge_rule: Annotated[
+        str, typer.Option("--edge-rule", help="Buildings cut by an image edge: clip (default) or point.")
+    ] = "clip",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")] = False,
+) -> None:
+    """Compare predictions with ground truth: pixel and polygon metrics, report with overlay pictures."""
+    check_report_output(out, overwrite)
+    report = evaluate(
+        pred,
+        gt,
+        images=images or None,
+        pred_layer=pred_layer,
+        gt_layer=gt_layer,
+        iou_threshold=iou_threshold,
+        threshold=threshold,
+        edge_rule=edge_rule,
+    )
+    written = write_report(report, out, overwrite=overwrite)
+    Console().print(summary_table(report))
+    Console(stderr=True).print(
+        f"[green]wrote[/] {written['markdown']} (and report.json, report.html, overlays/)"
+    )
