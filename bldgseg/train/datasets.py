@@ -50,7 +50,7 @@ IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Mask file stems may end with one of these after the image stem (``a.png`` <- ``a.mask.png``, ``a_mask.png``).
 MASK_STEM_SUFFIXES = (".mask", "_mask")
-#: Relative GSD difference below which imagery is not resampled (as in ``resample_pair``).
+#: Relative GSD difference below which imagery is not resampled.
 GSD_TOLERANCE = 0.02
 
 #: LabelMeFacade classes, in the order of the dataset README (index = class id).
