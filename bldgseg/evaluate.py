@@ -535,6 +535,9 @@ def _clip(frame: gpd.GeoDataFrame, grid: _Grid) -> gpd.GeoDataFrame:
     geoms = np.asarray(frame.geometry.values, dtype=object)
     if len(geoms) == 0:
         return frame
+    invalid = ~shapely.is_missing(geoms) & ~shapely.is_valid(geoms)
+    if invalid.any():  # OSM outlines, or outlines after reprojection, can self-touch
+        geoms[invalid] = [_polygonal(g) for g in shapely.make_valid(geoms[invalid])]
     inside = shapely.within(geoms, extent)
     cut = geoms.copy()
     todo = ~inside & ~shapely.is_missing(geoms)

@@ -88,13 +88,15 @@ def main() -> None:
         zanzibar_images.append(images / f"zanzibar_{name}.tif")
     clip_labels(zanzibar / "labels/buildings.geojson", zanzibar_images, labels / "zanzibar_buildings.geojson")
 
+    # The satellite chip is in UTM: kept apart so that images/ holds one CRS (a folder of mixed CRSs is refused).
     atlanta = aerial / "spacenet_atlanta_sn4"
-    image = next((atlanta / "images").glob("*.tif"))
-    shutil.copy(image, images / "atlanta_spacenet_sn4.tif")
+    satellite = args.out / "satellite"
+    satellite.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((atlanta / "images").glob("*.tif")), satellite / "atlanta_spacenet_sn4.tif")
     shutil.copy(next((atlanta / "masks").glob("*.tif")), masks / "atlanta_spacenet_sn4.mask.tif")
     clip_labels(
         next((atlanta / "labels").glob("*.geojson")),
-        [images / "atlanta_spacenet_sn4.tif"],
+        [satellite / "atlanta_spacenet_sn4.tif"],
         labels / "atlanta_buildings.geojson",
     )
     for source in ("oam_kampala_ug", "oam_zanzibar_tz", "spacenet_atlanta_sn4"):

@@ -344,3 +344,22 @@ def test_evaluate_command_writes_reports_and_refuses_to_overwrite(tmp_path):
     )
     assert forced.exit_code == 0, forced.output
     assert json.loads((out / "report.json").read_text())["overall"]["polygon"]["tp"] == 0
+
+
+def test_invalid_truth_polygons_are_repaired_before_clipping():
+    """A self-intersecting (bow-tie) footprint crossing the image edge must not crash the clip."""
+    from shapely.geometry import Polygon
+
+    from bldgseg import evaluate as ev
+
+    bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10), (0, 0)])
+    assert not bowtie.is_valid
+    frame = gpd.GeoDataFrame(geometry=[bowtie], crs="EPSG:32636")
+
+    class Grid:
+        def extent(self):
+            return box(5, -5, 20, 20)
+
+    clipped = ev._clip(frame, Grid())
+    assert len(clipped) == 1 and clipped.geometry.iloc[0].is_valid
+    assert clipped.geometry.iloc[0].area == pytest.approx(25.0)
