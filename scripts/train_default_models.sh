@@ -12,7 +12,7 @@ $PY scripts/train_aerial.py --data "$DATA" --minutes 40 --out runs/aerial-buildi
 
 # facade: LabelMeFacade (non-commercial research data), split by photo collection.
 .venv/bin/bldgseg train \
-  --images "$DATA/facade/labelmefacade/images" --labels "$DATA/facade/labelmefacade/labels" \
+  "$DATA/facade/labelmefacade/images" --labels "$DATA/facade/labelmefacade/labels" \
   --palette labelmefacade --name facade --arch unet --encoder tu-efficientnet_lite0 --encoder-weights imagenet \
   --crop 256 --batch-size 8 --epochs 1000 --steps-per-epoch 40 --max-minutes 30 --val-fraction 0.15 --seed 0 \
   --config scripts/facade_train.yaml --out runs/facade

@@ -94,8 +94,8 @@ def test_train_cli_on_sample_footprints_with_yaml_config(tmp_path):
     config.write_text("epochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\ncrop: 64\nval_fraction: 0.5\n"
                       "encoder_weights: none\nname: sample-test\n")
     result = CliRunner().invoke(app, [
-        "train", "--images", str(SAMPLE / "images" / "zanzibar_OAM-319297-270996-19.tif"),
-        "--images", str(SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"),
+        "train", str(SAMPLE / "images" / "zanzibar_OAM-319297-270996-19.tif"),
+        str(SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"),
         "--footprints", str(SAMPLE / "labels" / "zanzibar_buildings.geojson"),
         "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu",
     ])
@@ -105,5 +105,5 @@ def test_train_cli_on_sample_footprints_with_yaml_config(tmp_path):
 
 
 def test_train_cli_needs_one_kind_of_labels(tmp_path):
-    result = CliRunner().invoke(app, ["train", "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--footprints" in result.output

@@ -26,14 +26,15 @@ def parse_region(text: str | None) -> tuple[float, float, float, float] | None:
 
 def train_command(
     images: Annotated[
-        list[Path], typer.Option("--images", "-i", help="Imagery: GeoTIFFs/folders, or a folder.")
-    ] = [],  # noqa: B006
+        list[Path] | None,
+        typer.Argument(help="Imagery: GeoTIFFs or folders (or one folder of photos/images)."),
+    ] = None,
     footprints: Annotated[
         Path | None, typer.Option("--footprints", help="Building footprints (any OGR format).")
     ] = None,
     footprints_layer: Annotated[str | None, typer.Option("--footprints-layer")] = None,
     masks: Annotated[
-        Path | None, typer.Option("--masks", help="Folder of 0/1 masks matching --images by name.")
+        Path | None, typer.Option("--masks", help="Folder of 0/1 masks matching the images by name.")
     ] = None,
     labels: Annotated[
         Path | None, typer.Option("--labels", help="Folder of colour-coded label images.")

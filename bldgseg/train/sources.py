@@ -45,7 +45,7 @@ class DataRequest:
         ]
         if len(given) != 1 or not self.images:
             raise InputError(
-                "give --images with exactly one of --footprints (vector labels), --masks (mask folder) "
+                "give the images with exactly one of --footprints (vector labels), --masks (mask folder) "
                 "or --labels with --palette (colour-coded label images)"
             )
         return given[0]
