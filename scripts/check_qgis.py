@@ -125,7 +125,8 @@ def run_checks(args: argparse.Namespace) -> list[str]:
 
 
 def render(layers: list, buildings, png: Path, size: int, expected: dict | None) -> list[str]:
-    """Draw ``layers`` zoomed to the buildings, save ``png``, and look for fill-coloured pixels."""
+    """Draw ``layers`` zoomed to the raster under them (else to the buildings), save ``png``, and look for
+    fill-coloured pixels."""
     from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
@@ -133,8 +134,15 @@ def render(layers: list, buildings, png: Path, size: int, expected: dict | None)
     if buildings.featureCount() == 0:
         print("render: skipped, the buildings layer is empty")
         return []
-    extent = buildings.extent()
-    extent.scale(1.1)
+    from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer
+
+    under = [lyr for lyr in layers if isinstance(lyr, QgsRasterLayer)]
+    if under:
+        to_buildings = QgsCoordinateTransform(under[0].crs(), buildings.crs(), QgsProject.instance())
+        extent = to_buildings.transformBoundingBox(under[0].extent())
+    else:
+        extent = buildings.extent()
+        extent.scale(1.1)
     settings = QgsMapSettings()
     settings.setLayers(layers)
     settings.setDestinationCrs(buildings.crs())
