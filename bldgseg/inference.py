@@ -75,6 +75,28 @@ class Predictor:
         self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
     ) -> np.ndarray:
         """Building probability (float32, H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False."""
+        return self._blend(rgb, valid, 1, lambda stack: self._predict_batch(stack)[:, None], progress)[0]
+
+    def predict_classes(
+        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """Per-class probabilities (float32, C x H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False.
+
+        Multi-class models give the softmax over their ``card.classes`` (C = number of classes); a binary
+        model gives its sigmoid as one channel. Tiling, blending and TTA are those of :meth:`predict`.
+        """
+        channels = self.card.num_outputs
+        return self._blend(rgb, valid, channels, self._predict_batch_classes, progress)
+
+    def _blend(
+        self,
+        rgb: np.ndarray,
+        valid: np.ndarray,
+        channels: int,
+        infer: Callable[[np.ndarray], np.ndarray],
+        progress: ProgressCallback | None,
+    ) -> np.ndarray:
+        """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``."""
         _, height, width = rgb.shape
         tile = self.tile_size
         pad_h, pad_w = max(0, tile - height), max(0, tile - width)
@@ -91,23 +113,25 @@ class Predictor:
             for w in iter_windows(ph, pw, tile, self.overlap)
             if valid_padded[w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].any()
         ]
-        total = np.zeros((ph, pw), np.float32)
+        total = np.zeros((channels, ph, pw), np.float32)
         weights = np.zeros((ph, pw), np.float32)
         for batch in _batches(windows, self.batch_size):
             stack = np.stack(
                 [rgb[:, w.row_off : w.row_off + tile, w.col_off : w.col_off + tile] for w in batch]
             )
-            probs = self._predict_batch(stack)
+            probs = infer(stack)
             for window, prob in zip(batch, probs, strict=True):
                 rows = slice(window.row_off, window.row_off + tile)
                 cols = slice(window.col_off, window.col_off + tile)
-                total[rows, cols] += prob * self.weight
+                total[:, rows, cols] += prob * self.weight
                 weights[rows, cols] += self.weight
             if progress:
                 progress(len(batch))
-        prob = np.divide(total, weights, out=np.zeros_like(total), where=weights > 0)[:height, :width]
-        prob[~valid] = 0.0
-        return prob
+        out = np.zeros_like(total)
+        np.divide(total, weights, out=out, where=weights > 0)
+        out = out[:, :height, :width]
+        out[:, ~valid] = 0.0
+        return out
 
     @torch.inference_mode()
     def _predict_batch(self, stack: np.ndarray) -> np.ndarray:
@@ -121,6 +145,22 @@ class Predictor:
                 logits = self.model(inp)
             p = torch.sigmoid(logits[:, 0].float())
             p = torch.flip(p, [d - 1 for d in dims]) if dims else p
+            prob = p if prob is None else prob + p
+        return (prob / len(flips)).cpu().numpy()
+
+    @torch.inference_mode()
+    def _predict_batch_classes(self, stack: np.ndarray) -> np.ndarray:
+        """Softmax over the class channels (sigmoid for a one-channel model), averaged over TTA flips."""
+        x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
+        prob = None
+        for dims in flips:
+            inp = torch.flip(x, dims) if dims else x
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+                logits = self.model(inp).float()
+            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            p = torch.flip(p, dims) if dims else p
             prob = p if prob is None else prob + p
         return (prob / len(flips)).cpu().numpy()
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from bldgseg import __version__
 from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped, wide_console
 from bldgseg.cli.evaluate import evaluate_command
+from bldgseg.cli.street import street_command
 from bldgseg.cli.train import train_command
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_command)
+app.command("street")(street_command)
 
 
 @functools.wraps(evaluate_command)

@@ -96,7 +96,7 @@ def make_loss(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], tor
     if config.binary:
         base = smp.losses.SoftBCEWithLogitsLoss(ignore_index=IGNORE)
     else:
-        base = smp.losses.SoftCrossEntropyLoss(ignore_index=IGNORE)
+        base = smp.losses.SoftCrossEntropyLoss(smooth_factor=0.0, ignore_index=IGNORE)
     if config.loss == "dice":
         extra = smp.losses.DiceLoss(mode, ignore_index=IGNORE)
     else:
