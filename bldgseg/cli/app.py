@@ -372,6 +372,18 @@ def attributes(
     console.print(f"[green]wrote[/] {output}: {count} footprints", highlight=False)
 
 
+def card_summary(metrics: dict) -> str:
+    """One line of the card's headline accuracy."""
+    test = metrics.get("test_kampala_unseen_city", {})
+    if "pixel" in test:
+        f1 = test.get("polygon_iou50", {}).get("f1")
+        return f"Kampala (unseen) pixel IoU {test['pixel']['iou']:.2f}" + (f", polygon F1 {f1:.2f}" if f1 else "")
+    val = metrics.get("validation_pixel", {})
+    if "miou_building_window_door_sky" in val:
+        return f"val mIoU building/window/door/sky {val['miou_building_window_door_sky']:.2f}"
+    return f"val IoU {val['iou']:.2f}" if "iou" in val else ""
+
+
 @app.command()
 def models() -> None:
     """List the registry's architectures and the bundled checkpoints."""
@@ -383,8 +395,7 @@ def models() -> None:
         table.add_column(column)
     for name, path in sorted(bundled_models().items()):
         card = ModelCard.from_json(path.with_suffix(".json"))
-        test = card.metrics.get("test_kampala_unseen_city_pixel", {})
-        summary = f"Kampala pixel IoU {test['iou']:.2f}" if "iou" in test else ""
+        summary = card_summary(card.metrics)
         table.add_row(
             name,
             card.architecture,

@@ -9,7 +9,10 @@ from bldgseg.models.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from bldgseg.models.panoptic import register_instance_architectures
 from bldgseg.models.registry import ARCHITECTURES, build_model, list_architectures, register_architecture
+
+register_instance_architectures()
 
 __all__ = [
     "ARCHITECTURES",
