@@ -11,7 +11,6 @@ pays no import cost for them.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from bldgseg.errors import BldgsegError, DeviceError, InputError
 
 __all__ = [
     "DaskExecutor",
+    "check_executor_options",
     "Executor",
     "LocalExecutor",
     "SlurmOptions",
@@ -146,18 +146,13 @@ class DaskExecutor(Executor):
 
     def task_resources(self, device: str) -> dict[str, float] | None:
         """``{"GPU": 1}`` when inference runs on CUDA; the run must then have workers that declare a GPU."""
-        device = device.lower()
         gpus = self.gpu_workers or self.workers_with_gpu()
-        if device.startswith("cuda"):
-            if not gpus:
-                raise DeviceError(
-                    f"device {device!r}: no worker of {self.description} declares a GPU resource; "
-                    "start the workers with `--resources GPU=1` (or use --device cpu / auto)"
-                )
-            return {"GPU": 1}
-        if device == "auto" and gpus:
-            return {"GPU": 1}
-        return None
+        if device.lower().startswith("cuda") and not gpus:
+            raise DeviceError(
+                f"device {device!r}: no worker of {self.description} declares a GPU resource; "
+                "start the workers with `--resources GPU=1` (or use --device cpu / auto)"
+            )
+        return task_resources(device, gpus)
 
     def map_units(self, fn, units, *args, resources=None):
         if not units:
@@ -170,7 +165,7 @@ class DaskExecutor(Executor):
             future = self.client.submit(fn, unit, *args, key=key, resources=resources, pure=False)
             futures[future] = unit
         try:
-            for future in as_completed(list(futures)):
+            for future in as_completed(list(futures), loop=self.client.loop):
                 unit = futures.pop(future)
                 try:
                     outcome = future.result()
@@ -229,6 +224,7 @@ def local_cluster_kwargs(
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": None,
+        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},  # its HTTP endpoint on a free port
         "silence_logs": 40,
         "preload": list(preload),
     }
@@ -252,7 +248,6 @@ def slurm_cluster_kwargs(options: SlurmOptions, preload: Sequence[str] = ()) -> 
     for module in preload:
         worker_args += ["--preload", module]
     prologue = [f"export OMP_NUM_THREADS={options.cores}", *options.prologue]
-    scheduler_options = {"dashboard_address": None, **options.scheduler_options}
     kwargs: dict[str, Any] = {
         "queue": options.queue,
         "account": options.account,
@@ -266,8 +261,7 @@ def slurm_cluster_kwargs(options: SlurmOptions, preload: Sequence[str] = ()) -> 
         "job_extra_directives": directives,
         "worker_extra_args": worker_args,
         "job_script_prologue": prologue,
-        "scheduler_options": scheduler_options,
-        "dashboard_address": None,
+        "scheduler_options": dict(options.scheduler_options),
     }
     for key, value in (
         ("interface", options.interface),
@@ -318,6 +312,20 @@ def open_executor(
         executor.close()
 
 
+def check_executor_options(
+    *, workers: int | None = None, scheduler: str | None = None, cluster: str | None = None
+) -> None:
+    """Refuse combinations that do not go together (before any work is done)."""
+    if cluster not in (None, "local", "slurm"):
+        raise InputError(f"--cluster {cluster!r} is not known; use --cluster slurm (or leave it out)")
+    if scheduler and (workers or cluster == "slurm"):
+        raise InputError(
+            "--scheduler uses an existing cluster's own workers; leave out --workers / --cluster with it"
+        )
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: give 1 or more workers")
+
+
 def make_executor(
     *,
     threads: int = 1,
@@ -329,12 +337,7 @@ def make_executor(
     preload: Sequence[str] = (),
 ) -> Executor:
     """See :func:`open_executor`; the caller closes the result."""
-    if cluster not in (None, "local", "slurm"):
-        raise InputError(f"--cluster {cluster!r} is not known; use --cluster slurm (or leave it out)")
-    if scheduler and (workers or cluster == "slurm"):
-        raise InputError(
-            "--scheduler uses an existing cluster's own workers; leave out --workers / --cluster with it"
-        )
+    check_executor_options(workers=workers, scheduler=scheduler, cluster=cluster)
     if cluster == "slurm":
         options = slurm or SlurmOptions()
         if workers:
@@ -410,13 +413,3 @@ def _cuda_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # noqa: BLE001 - no usable CUDA is the same as none
         return 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -10,6 +10,7 @@ back to the client. When every unit is done the parts are merged, in unit order,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -41,7 +42,7 @@ from rasterio.windows import transform as window_transform
 from bldgseg import __version__
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
 from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, OutputExistsError
-from bldgseg.executors import SlurmOptions, open_executor
+from bldgseg.executors import LocalExecutor, SlurmOptions, check_executor_options, open_executor
 from bldgseg.inference import Predictor, resolve_device
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs, read_rgb, scan_inputs
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
@@ -154,6 +155,9 @@ class UnitSettings:
     vectorize: bool = True
     #: Threads PyTorch uses in a worker process (set by cluster executors; None leaves the default).
     torch_threads: int | None = None
+    #: GDAL block cache while a unit runs (MiB; None: GDAL's default of 5 % of RAM). Sized from the chunk, so a
+    #: worker's memory does not grow with the amount of raster it has read.
+    gdal_cache_mb: int | None = None
 
 
 @dataclass
@@ -386,8 +390,14 @@ def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
+    cache = (
+        rasterio.Env(GDAL_CACHEMAX=settings.gdal_cache_mb * 2**20)
+        if settings.gdal_cache_mb
+        else contextlib.nullcontext()
+    )
     try:
-        result = process_unit(unit, settings)
+        with cache:
+            result = process_unit(unit, settings)
     except (ModelError, DeviceError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -419,9 +429,27 @@ def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord
 
 
 def _maxrss_mb() -> float:
-    """Peak resident memory of this process (MiB)."""
+    """Peak resident memory of this process (MiB).
+
+    Linux: ``VmHWM`` of ``/proc/self/status``. ``ru_maxrss`` is not used there because it survives ``exec``: a
+    worker spawned by a big client process would report the client's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def gdal_cache_mb(infos: list[RasterInfo], chunk_size: int, max_building_size_m: float) -> int:
+    """GDAL block cache for one unit: twice its largest read window at 16 bits per band (at least 64 MiB)."""
+    halo = max((halo_pixels(i, max_building_size_m) for i in infos), default=0)
+    side = chunk_size + 2 * halo
+    return max(64, int(np.ceil(2 * 3 * 2 * side * side / 2**20)))
 
 
 def one_line(exc: BaseException) -> str:
@@ -532,10 +560,21 @@ def _preload_for_workers(modules: Sequence[str]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ runs
 
 
+#: GDAL block cache of the client (MiB) while it scans inputs, assembles probability maps and merges: without a
+#: cap GDAL keeps up to 5 % of RAM of decompressed blocks, e.g. of every tile the input scan touched.
+CLIENT_GDAL_CACHE_MB = 128
+
+
 def run(config: RunConfig, progress: ProgressFn | None = None) -> RunResult:
     """The main job: every input raster to one GeoPackage of buildings (or one per image)."""
+    with rasterio.Env(GDAL_CACHEMAX=CLIENT_GDAL_CACHE_MB * 2**20):
+        return _run(config, progress)
+
+
+def _run(config: RunConfig, progress: ProgressFn | None) -> RunResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    check_executor_options(workers=config.workers, scheduler=config.scheduler, cluster=config.cluster)
     load_preloads(config.preload)
     infos, skipped = scan_inputs(config.inputs, glob=config.glob, bands=config.bands)
     infos, mixed = split_mixed_crs(config, infos)
@@ -549,6 +588,7 @@ def run(config: RunConfig, progress: ProgressFn | None = None) -> RunResult:
             f"no usable input rasters among {len(skipped)} file(s) found{': ' + reasons if reasons else ''}"
         )
     card, settings = unit_settings(config, vectorize=True)
+    settings.gdal_cache_mb = gdal_cache_mb(infos, config.chunk_size, config.max_building_size_m)
     units = plan_units(infos, config.chunk_size, config.max_building_size_m)
     rundir = prepare_run_dir(config, settings, card, _default_run_dir(config))
     stats = execute_units(config, settings, units, infos, rundir, progress)
@@ -646,7 +686,7 @@ def _default_run_dir(config: RunConfig) -> Path:
 
 
 def prepare_run_dir(config: RunConfig, settings: UnitSettings, card: ModelCard, default: Path) -> RunDir:
-    """The run directory: ``config.run_dir`` (kept), or ``default`` (removed after a successful run)."""
+    """The run directory: ``config.run_dir`` (kept), or ``default`` (hidden, removed after a successful run)."""
     explicit = config.run_dir is not None
     path = Path(config.run_dir if explicit else default).resolve()
     if config.resume and not explicit:
@@ -655,7 +695,9 @@ def prepare_run_dir(config: RunConfig, settings: UnitSettings, card: ModelCard, 
     overwrite = config.overwrite
     if not config.resume and not explicit and not _has_parts(path):
         overwrite = True  # an implicit run directory with nothing finished: nothing to lose
-    return RunDir.prepare(path, values, resume=config.resume, overwrite=overwrite, temporary=not explicit)
+    # the default (hidden) folder is removed after success, also when it was named to resume it
+    temporary = not explicit or path == Path(default).resolve()
+    return RunDir.prepare(path, values, resume=config.resume, overwrite=overwrite, temporary=temporary)
 
 
 def _has_parts(path: Path) -> bool:
@@ -678,15 +720,20 @@ def execute_units(
     if not remote:
         resolve_device(config.device)  # fail fast, before any unit runs
     t_start = time.perf_counter()
-    with open_executor(
-        threads=config.threads,
-        workers=config.workers,
-        scheduler=config.scheduler,
-        cluster=config.cluster,
-        slurm=config.slurm,
-        device=config.device,
-        preload=_preload_for_workers(config.preload),
-    ) as executor:
+    executor_context = (
+        open_executor(
+            threads=config.threads,
+            workers=config.workers,
+            scheduler=config.scheduler,
+            cluster=config.cluster,
+            slurm=config.slurm,
+            device=config.device,
+            preload=_preload_for_workers(config.preload),
+        )
+        if todo
+        else contextlib.nullcontext(LocalExecutor(1))  # every unit already done: start no cluster
+    )
+    with executor_context as executor:
         t_ready = time.perf_counter()
         rundir.start_session(
             [_input_entry(i) for i in infos],
@@ -723,6 +770,7 @@ def execute_units(
             count += 1
             if progress:
                 progress("chunks", count, len(units))
+        t_done = time.perf_counter()
     return {
         "executor": executor.description,
         "units": len(units),
@@ -730,7 +778,7 @@ def execute_units(
         "completed": completed,
         "failed": failed,
         "seconds_cluster_start": round(t_ready - t_start, 2),
-        "seconds_processing": round(time.perf_counter() - t_ready, 2),
+        "seconds_processing": round(t_done - t_ready, 2),
     }
 
 
@@ -805,6 +853,11 @@ def predict_rasters(
     config: RunConfig, progress: ProgressFn | None = None
 ) -> tuple[list[Path], list[SkippedInput]]:
     """Probability COGs only (``bldgseg predict``): one per input in ``config.save_masks``."""
+    with rasterio.Env(GDAL_CACHEMAX=CLIENT_GDAL_CACHE_MB * 2**20):
+        return _predict_rasters(config, progress)
+
+
+def _predict_rasters(config: RunConfig, progress: ProgressFn | None) -> tuple[list[Path], list[SkippedInput]]:
     load_preloads(config.preload)
     infos, skipped = scan_inputs(config.inputs, glob=config.glob, bands=config.bands)
     if not infos:
@@ -816,6 +869,7 @@ def predict_rasters(
     if existing and not config.overwrite:
         raise OutputExistsError(f"{existing[0]}: already exists; pass --overwrite or choose another folder")
     card, settings = unit_settings(config, vectorize=False)
+    settings.gdal_cache_mb = gdal_cache_mb(infos, config.chunk_size, config.max_building_size_m)
     units = plan_units(infos, config.chunk_size, config.max_building_size_m)
     rundir = prepare_run_dir(config, settings, card, folder / ".bldgseg-predict-run")
     stats = execute_units(config, settings, units, infos, rundir, progress)

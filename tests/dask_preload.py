@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bldgseg import pipeline  # noqa: E402
 from bldgseg.models import register_architecture  # noqa: E402
 from tests.conftest import RedRoofNet  # noqa: E402  (registers "red-roof-test")
 
@@ -31,3 +33,35 @@ class SlowRedRoofNet(RedRoofNet):
 
 
 register_architecture("red-roof-slow-test", SlowRedRoofNet)
+
+
+def worker_name(_item):
+    """The name of the Dask worker running this task (for resource-routing tests)."""
+    from distributed import get_worker
+
+    return get_worker().name
+
+
+# Count model loads per process, so tests can check that a worker loads each model once, not once per task.
+# Idempotent: the file may be executed more than once in one process (a worker preload, then an import).
+def _install_load_counter() -> Counter:
+    current = pipeline.load_checkpoint
+    if hasattr(current, "model_loads"):
+        return current.model_loads
+    counts: Counter[str] = Counter()
+
+    def counting_load_checkpoint(name_or_path=pipeline.DEFAULT_MODEL):
+        counts[str(name_or_path)] += 1
+        return current(name_or_path)
+
+    counting_load_checkpoint.model_loads = counts  # type: ignore[attr-defined]
+    pipeline.load_checkpoint = counting_load_checkpoint
+    return counts
+
+
+_install_load_counter()
+
+
+def model_loads() -> dict[str, int]:
+    """How many times this process loaded each model (run on workers with ``client.run``)."""
+    return dict(pipeline.load_checkpoint.model_loads)  # type: ignore[attr-defined]

@@ -47,15 +47,28 @@ def toy_samples(n: int, seed: int) -> list[TrainSample]:
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(name="toy", crop=64, batch_size=4, epochs=3, steps_per_epoch=6, lr=3e-3, device="cpu",
-                encoder_weights="imagenet", tile_size=64, overlap=16, augmentation={"affine_p": 0})
+    base = dict(
+        name="toy",
+        crop=64,
+        batch_size=4,
+        epochs=3,
+        steps_per_epoch=6,
+        lr=3e-3,
+        device="cpu",
+        encoder_weights="imagenet",
+        tile_size=64,
+        overlap=16,
+        augmentation={"affine_p": 0},
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_tiny_training_run_lowers_loss_and_writes_a_loadable_complete_checkpoint(tmp_path):
     config = tiny_config()
-    summary = train(config, toy_samples(8, 0), toy_samples(2, 1), tmp_path, build_augmentation(64, config.augmentation))
+    summary = train(
+        config, toy_samples(8, 0), toy_samples(2, 1), tmp_path, build_augmentation(64, config.augmentation)
+    )
     history = json.loads((tmp_path / "last.json").read_text())["training"]["history"]
     assert history[-1]["loss"] < history[0]["loss"]
     assert summary["encoder_tensors_loaded"] == 288 and summary["epochs"] == 3
@@ -69,8 +82,14 @@ def test_tiny_training_run_lowers_loss_and_writes_a_loadable_complete_checkpoint
 def test_resume_continues_from_the_last_epoch(tmp_path):
     config = tiny_config(epochs=1, steps_per_epoch=2)
     train(config, toy_samples(4, 0), toy_samples(2, 1), tmp_path, build_augmentation(64))
-    resumed = train(tiny_config(epochs=2, steps_per_epoch=2), toy_samples(4, 0), toy_samples(2, 1), tmp_path,
-                    build_augmentation(64), resume=True)
+    resumed = train(
+        tiny_config(epochs=2, steps_per_epoch=2),
+        toy_samples(4, 0),
+        toy_samples(2, 1),
+        tmp_path,
+        build_augmentation(64),
+        resume=True,
+    )
     assert resumed["epochs"] == 2 and resumed["steps"] == 4
 
 
@@ -85,20 +104,37 @@ def test_bad_settings_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="cosine"):
         train(tiny_config(schedule="linear"), toy_samples(2, 0), toy_samples(1, 1), tmp_path, None)
     with pytest.raises(InputError, match="efficientnet_lite"):
-        train(tiny_config(encoder="resnet18"), toy_samples(2, 0), toy_samples(1, 1), tmp_path,
-              build_augmentation(64))
+        train(
+            tiny_config(encoder="resnet18"),
+            toy_samples(2, 0),
+            toy_samples(1, 1),
+            tmp_path,
+            build_augmentation(64),
+        )
 
 
 def test_train_cli_on_sample_footprints_with_yaml_config(tmp_path):
     config = tmp_path / "train.yaml"
-    config.write_text("epochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\ncrop: 64\nval_fraction: 0.5\n"
-                      "encoder_weights: none\nname: sample-test\n")
-    result = CliRunner().invoke(app, [
-        "train", str(SAMPLE / "images" / "zanzibar_OAM-319297-270996-19.tif"),
-        str(SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"),
-        "--footprints", str(SAMPLE / "labels" / "zanzibar_buildings.geojson"),
-        "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu",
-    ])
+    config.write_text(
+        "epochs: 1\nsteps_per_epoch: 1\nbatch_size: 2\ncrop: 64\nval_fraction: 0.5\n"
+        "encoder_weights: none\nname: sample-test\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(SAMPLE / "images" / "zanzibar_OAM-319297-270996-19.tif"),
+            str(SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"),
+            "--footprints",
+            str(SAMPLE / "labels" / "zanzibar_buildings.geojson"),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     _, card = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert card.name == "sample-test"

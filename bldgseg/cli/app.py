@@ -99,9 +99,14 @@ def run(
     ] = False,
     crs: Annotated[str | None, typer.Option("--crs", help="Output CRS (default: the inputs' CRS).")] = None,
     scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="Address of a running dask.distributed scheduler.")
+        str | None,
+        typer.Option(
+            "--scheduler", help="Address of a running dask.distributed scheduler.", rich_help_panel=_SCALE
+        ),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Work units in parallel (local).")] = 1,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="Work units in parallel (local).", rich_help_panel=_SCALE)
+    ] = 1,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -377,7 +382,9 @@ def card_summary(metrics: dict) -> str:
     test = metrics.get("test_kampala_unseen_city", {})
     if "pixel" in test:
         f1 = test.get("polygon_iou50", {}).get("f1")
-        return f"Kampala (unseen) pixel IoU {test['pixel']['iou']:.2f}" + (f", polygon F1 {f1:.2f}" if f1 else "")
+        return f"Kampala (unseen) pixel IoU {test['pixel']['iou']:.2f}" + (
+            f", polygon F1 {f1:.2f}" if f1 else ""
+        )
     val = metrics.get("validation_pixel", {})
     if "miou_building_window_door_sky" in val:
         return f"val mIoU building/window/door/sky {val['miou_building_window_door_sky']:.2f}"
