@@ -618,9 +618,19 @@ def _run(config: RunConfig, progress: ProgressFn | None) -> RunResult:
     return RunResult(output, None, skipped, metadata, errors, crs)
 
 
+def require_aerial_card(card: ModelCard) -> None:
+    """Aerial runs need a building model with a ground sample distance (not, e.g., the street ``facade`` model)."""
+    if card.gsd_m <= 0 or card.classes != ["building"]:
+        raise ModelError(
+            f"{card.name}: not an aerial building model (classes {', '.join(card.classes)}, GSD {card.gsd_m:g} m); "
+            "use an aerial model such as aerial-buildings (street-level models go with bldgseg street)"
+        )
+
+
 def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSettings]:
     """The model card (checked to load) and the per-unit settings derived from ``config``."""
     _, card = load_checkpoint(config.model)
+    require_aerial_card(card)
     model = config.model
     if Path(model).exists():  # a path: absolute, so that workers elsewhere find it
         model = str(Path(model).resolve())

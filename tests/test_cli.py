@@ -135,3 +135,9 @@ def test_real_subprocess_on_sample_data_finds_the_real_buildings(tmp_path):
     pred = rasterize(buildings.geometry, out_shape=shape, transform=transform) > 0
     iou = (pred & truth).sum() / (pred | truth).sum()
     assert iou > 0.5, f"pixel IoU {iou:.3f} against OpenStreetMap footprints"
+
+
+def test_street_model_is_refused_for_aerial_runs(tmp_path):
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, []))
+    result = runner.invoke(app, ["run", str(image), "-o", str(tmp_path / "o.gpkg"), "--model", "facade"])
+    assert result.exit_code == 4 and "bldgseg street" in result.output
