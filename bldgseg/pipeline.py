@@ -40,7 +40,13 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from bldgseg import __version__
-from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
+from bldgseg.attributes import (
+    IMAGE_COLUMNS,
+    SHAPE_COLUMNS,
+    height_attributes,
+    image_attributes,
+    shape_attributes,
+)
 from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, OutputExistsError
 from bldgseg.executors import LocalExecutor, SlurmOptions, check_executor_options, open_executor
 from bldgseg.inference import Predictor, resolve_device
@@ -59,29 +65,14 @@ from bldgseg.runstate import (
 from bldgseg.tiling import Chunk, model_shape, plan_chunks
 from bldgseg.vectorize import mask_to_polygons
 
+_LOCATION = ["centroid_lon", "centroid_lat"]
+#: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
 BUILDING_COLUMNS = [
-    "area_m2",
-    "perimeter_m",
-    "width_m",
-    "length_m",
-    "orientation_deg",
-    "compactness",
-    "rectangularity",
+    *(c for c in SHAPE_COLUMNS if c not in _LOCATION),
     "confidence",
     "height_m",
-    "texture_contrast",
-    "texture_homogeneity",
-    "texture_energy",
-    "texture_correlation",
-    "texture_entropy",
-    "mean_r",
-    "mean_g",
-    "mean_b",
-    "std_r",
-    "std_g",
-    "std_b",
-    "centroid_lon",
-    "centroid_lat",
+    *IMAGE_COLUMNS,
+    *_LOCATION,
     "source_image",
     "model",
 ]
