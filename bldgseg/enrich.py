@@ -117,7 +117,9 @@ def read_footprints(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
             f"{Path(path).name}: cannot read footprints ({exc}); check the path and --layer"
         ) from exc
     if gdf.crs is None:
-        raise InputError(f"{Path(path).name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:XXXX")
+        raise InputError(
+            f"{Path(path).name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:<code>"
+        )
     gdf = gdf[gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
     if gdf.empty:
         raise InputError(f"{Path(path).name}: no polygon footprints found; give a polygon layer (--layer)")

@@ -455,7 +455,7 @@ def _read_vector(path: Path, layer: str) -> gpd.GeoDataFrame:
             f"{path.name}: cannot read layer {layer!r} ({exc}); check the file and layer"
         ) from exc
     if gdf.crs is None:
-        raise InputError(f"{path.name}: layer {layer!r} has no CRS; set one with ogr2ogr -a_srs EPSG:XXXX")
+        raise InputError(f"{path.name}: layer {layer!r} has no CRS; set one with ogr2ogr -a_srs EPSG:<code>")
     keep = gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])
     return gdf[keep].reset_index(drop=True)
 

@@ -11,6 +11,7 @@ pays no import cost for them.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ class SlurmOptions:
 Outcome = tuple[Any, Any]  # (unit, return value or exception)
 
 
-class Executor:
+class Executor(ABC):
     """Runs work units; see the module docstring."""
 
     description = "executor"
@@ -78,6 +79,7 @@ class Executor:
     def task_resources(self, device: str) -> dict[str, float] | None:
         return None
 
+    @abstractmethod
     def map_units(
         self,
         fn: Callable[..., Any],
@@ -85,13 +87,13 @@ class Executor:
         *args: Any,
         resources: dict[str, float] | None = None,
     ) -> Iterator[Outcome]:
-        raise NotImplementedError
+        """Run ``fn(unit, *args)`` for every unit; yield ``(unit, result or exception)`` as they finish."""
 
-    def check_paths(self, paths: Iterable[str]) -> None:
+    def check_paths(self, paths: Iterable[str]) -> None:  # noqa: B027 (default: same machine, nothing to check)
         """Raise :class:`InputError` when the workers cannot see one of ``paths`` (shared filesystem)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (default: nothing to release)
+        """Release the executor's resources."""
 
 
 class LocalExecutor(Executor):

@@ -235,12 +235,12 @@ def _check_georeferencing(ds: Any, path: Path, name: str) -> None:
             option = "" if gcps else "-rpc "
             raise InputError(
                 f"{name}: is georeferenced only by {kind}, it has no geotransform; "
-                f"warp it first with `gdalwarp {option}-t_srs EPSG:XXXX {path} warped.tif`"
+                f"warp it first with `gdalwarp {option}-t_srs EPSG:<code> {path} warped.tif`"
             )
         if not has_crs:
             raise InputError(
                 f"{name}: is not georeferenced (no coordinate reference system and no geotransform); "
-                f"assign both with `gdal_edit.py -a_srs EPSG:XXXX -a_ullr ULX ULY LRX LRY {path}`"
+                f"assign both with `gdal_edit.py -a_srs EPSG:<code> -a_ullr ULX ULY LRX LRY {path}`"
             )
         raise InputError(
             f"{name}: has no geotransform (pixel to map coordinates); "
@@ -249,7 +249,7 @@ def _check_georeferencing(ds: Any, path: Path, name: str) -> None:
     if not has_crs:
         raise InputError(
             f"{name}: has no coordinate reference system; "
-            f"assign one with `gdal_edit.py -a_srs EPSG:XXXX {path}`"
+            f"assign one with `gdal_edit.py -a_srs EPSG:<code> {path}`"
         )
 
 
@@ -316,7 +316,7 @@ def ground_sample_distance(
     except CRSError as exc:
         raise InputError(
             f"{name}: unusable coordinate reference system ({_one_line(exc)}); "
-            "assign a valid one with `gdal_edit.py -a_srs EPSG:XXXX FILE`"
+            "assign a valid one with `gdal_edit.py -a_srs EPSG:<code> FILE`"
         ) from exc
     if pcrs.is_compound and pcrs.sub_crs_list:
         pcrs = pcrs.sub_crs_list[0]
@@ -361,7 +361,7 @@ def ground_sample_distance(
         if not axes or "metre" not in unit and "meter" not in unit and "foot" not in unit:
             raise InputError(
                 f"{name}: cannot measure pixel size in CRS units '{unit}'; "
-                "assign a projected or geographic CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`"
+                "assign a projected or geographic CRS with `gdal_edit.py -a_srs EPSG:<code> FILE`"
             )
         gsd = float(np.mean([math.hypot(*col_step), math.hypot(*row_step)]) * unit_factor)
     if not math.isfinite(gsd) or gsd <= 0:

@@ -134,7 +134,7 @@ def read_buildings(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
             f"{path.name}: cannot read footprints ({exc}); check the path and --footprints-layer"
         ) from exc
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.crs is None:
-        raise InputError(f"{path.name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:XXXX")
+        raise InputError(f"{path.name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:<code>")
     gdf = gdf[gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
     if gdf.empty:
         raise InputError(
