@@ -133,24 +133,20 @@ class Predictor:
         out[:, ~valid] = 0.0
         return out
 
-    @torch.inference_mode()
     def _predict_batch(self, stack: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
-        prob = None
-        for dims in flips:
-            inp = torch.flip(x, dims) if dims else x
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                logits = self.model(inp)
-            p = torch.sigmoid(logits[:, 0].float())
-            p = torch.flip(p, [d - 1 for d in dims]) if dims else p
-            prob = p if prob is None else prob + p
-        return (prob / len(flips)).cpu().numpy()
+        """Building probability (N, H, W): sigmoid of channel 0, averaged over TTA flips."""
+        return self._tta_probabilities(stack, lambda logits: torch.sigmoid(logits[:, :1]))[:, 0]
 
-    @torch.inference_mode()
     def _predict_batch_classes(self, stack: np.ndarray) -> np.ndarray:
         """Softmax over the class channels (sigmoid for a one-channel model), averaged over TTA flips."""
+        return self._tta_probabilities(
+            stack,
+            lambda logits: torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1),
+        )
+
+    @torch.inference_mode()
+    def _tta_probabilities(self, stack: np.ndarray, to_probability) -> np.ndarray:
+        """Normalise a uint8 batch, run the model (AMP on CUDA) on it and its flips, average the probabilities."""
         x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
@@ -159,7 +155,7 @@ class Predictor:
             inp = torch.flip(x, dims) if dims else x
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
                 logits = self.model(inp).float()
-            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            p = to_probability(logits)
             p = torch.flip(p, dims) if dims else p
             prob = p if prob is None else prob + p
         return (prob / len(flips)).cpu().numpy()
