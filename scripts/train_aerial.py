@@ -5,7 +5,14 @@ select the checkpoint on geographically held-out blocks of Accra and Zanzibar, a
 model never saw, through the full `bldgseg run` pipeline and `bldgseg evaluate` (pixel IoU and polygon F1).
 `--test-city zanzibar` runs the reverse experiment (Kampala trains, Zanzibar is unseen).
 
+`--instances` trains the Panoptic-DeepLab-style `panoptic_unet` instead: the OpenAerialMap and SpaceNet tiles are
+read with their footprints (one id per building), Accra's masks train its semantic channel only, and
+`--init-weights` can start it from a semantic checkpoint (e.g. the bundled aerial-buildings).
+
     .venv/bin/python scripts/train_aerial.py --data ../shared/data --minutes 40 --out runs/aerial
+    .venv/bin/python scripts/train_aerial.py --instances \
+        --init-weights bldgseg/models/weights/aerial-buildings.safetensors --minutes 35 \
+        --lr 5e-4 --name aerial-instances --out runs/aerial-instances
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import tempfile
 from pathlib import Path
 
 from bldgseg.evaluate import evaluate
+from bldgseg.evaluation_report import write_report
 from bldgseg.pipeline import RunConfig, run
 from bldgseg.train.augment import build_augmentation
-from bldgseg.train.datasets import TrainSample, load_mask_pairs
+from bldgseg.train.datasets import TrainSample, load_geotiff_footprints, load_mask_pairs
 from bldgseg.train.trainer import TrainConfig, train
 
 GSD = 0.3
@@ -50,9 +58,20 @@ def oam_tiles(aerial: Path, city: str) -> tuple[list[Path], Path]:
     return images, root / "labels" / "buildings.geojson"
 
 
-def city_samples(aerial: Path, city: str) -> list[TrainSample]:
+def city_samples(aerial: Path, city: str, instances: bool = False) -> list[TrainSample]:
+    """A city's z19 tiles with masks, or with per-building ids burned from its footprints."""
     root = aerial / CITIES[city]
+    if instances:
+        images, labels = oam_tiles(aerial, city)
+        return list(load_geotiff_footprints(images, labels, target_gsd=GSD))
     return list(load_mask_pairs(root / "images" / "z19", root / "masks" / "z19", target_gsd=GSD))
+
+
+def atlanta_samples(aerial: Path, instances: bool = False) -> list[TrainSample]:
+    root = aerial / "spacenet_atlanta_sn4"
+    if instances:
+        return list(load_geotiff_footprints(root / "images", next((root / "labels").glob("*.geojson")), GSD))
+    return list(load_mask_pairs(root / "images", root / "masks", target_gsd=GSD))
 
 
 def held_out_blocks(accra: list[TrainSample], other: list[TrainSample]) -> tuple[list, list]:
@@ -71,7 +90,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--test-city", choices=sorted(CITIES), default="kampala")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="aerial-buildings")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--instances", action="store_true", help="train the panoptic_unet instance model")
+    parser.add_argument("--init-weights", help="start from this bldgseg checkpoint (.safetensors)")
+    parser.add_argument("--no-test", action="store_true", help="train only")
+    parser.add_argument("--test-only", action="store_true", help="only test OUT/best.safetensors")
     args = parser.parse_args()
+    if not args.test_only:
+        train_model(args)
+    if not args.no_test:
+        test_model(args)
+
+
+def train_model(args: argparse.Namespace) -> None:
     aerial = args.data / "aerial"
     train_city = next(c for c in CITIES if c != args.test_city)
 
@@ -84,27 +116,25 @@ def main() -> None:
             group_pattern=r"_r(\d+)_c",
         )
     )
-    atlanta = list(
-        load_mask_pairs(
-            aerial / "spacenet_atlanta_sn4/images", aerial / "spacenet_atlanta_sn4/masks", target_gsd=GSD
-        )
-    )
-    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city))
+    atlanta = atlanta_samples(aerial, args.instances)
+    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city, args.instances))
     train_set += atlanta
     print(f"train {len(train_set)} samples, val {len(val_set)}, test city {args.test_city}", flush=True)
 
     config = TrainConfig(
-        name="aerial-buildings",
+        name=args.name,
         architecture="unet",
         encoder="tu-efficientnet_lite0",
         encoder_weights="imagenet",
+        init_weights=args.init_weights,
+        instances=args.instances,
         gsd_m=GSD,
         crop=256,
         batch_size=8,
         epochs=1000,
         steps_per_epoch=50,
         max_minutes=args.minutes,
-        lr=1e-3,
+        lr=args.lr,
         schedule="cosine",
         loss="dice",
         seed=args.seed,
@@ -124,6 +154,11 @@ def main() -> None:
     )
     print(json.dumps(summary), flush=True)
 
+
+def test_model(args: argparse.Namespace) -> None:
+    """Run OUT/best.safetensors on the unseen city through the full pipeline; scores go into its card."""
+    aerial = args.data / "aerial"
+    train_city = next(c for c in CITIES if c != args.test_city)
     images, labels = oam_tiles(aerial, args.test_city)
     with tempfile.TemporaryDirectory() as tmp:
         gpkg = Path(tmp) / "test.gpkg"
@@ -131,6 +166,7 @@ def main() -> None:
         report = evaluate(gpkg, labels, images=images)
         shutil.copy(gpkg, args.out / f"test_{args.test_city}.gpkg")
     test = {"city": args.test_city, "pixel": report.overall["pixel"], "polygon": report.overall["polygon"]}
+    write_report(report, args.out / f"test_{args.test_city}", overwrite=True)
     card_path = args.out / "best.json"
     card = json.loads(card_path.read_text())
     card["metrics"][f"test_{args.test_city}_unseen_city"] = test

@@ -10,11 +10,13 @@ from typer.testing import CliRunner
 
 from bldgseg.cli import app
 from bldgseg.errors import InputError
+from bldgseg.instances import TARGET_CHANNELS
 from bldgseg.models import load_checkpoint
+from bldgseg.models.panoptic import PanopticBuildingNet
 from bldgseg.models.pretrained import lite_checkpoint_path, map_lite_state_dict
 from bldgseg.train.augment import build_augmentation
 from bldgseg.train.datasets import TrainSample
-from bldgseg.train.trainer import TrainConfig, train
+from bldgseg.train.trainer import TrainConfig, TrainingSet, init_model, train
 from tests.conftest import SAMPLE
 
 
@@ -143,3 +145,116 @@ def test_train_cli_on_sample_footprints_with_yaml_config(tmp_path):
 def test_train_cli_needs_one_kind_of_labels(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--footprints" in result.output
+
+
+# ------------------------------------------------------------------------------------------- instances
+
+
+def touching_house_samples(n: int, seed: int, with_ids: bool = True) -> list[TrainSample]:
+    """Pairs of touching houses of two roof colours, with per-house ids (or without, as mask-only data)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        image = rng.integers(20, 80, (96, 96, 3), dtype=np.uint8)
+        ids = np.zeros((96, 96), np.int32)
+        r, c = rng.integers(8, 50, 2)
+        image[r : r + 25, c : c + 19] = (230, 200, 180)
+        ids[r : r + 25, c : c + 19] = 1
+        image[r : r + 25, c + 19 : c + 40] = (200, 120, 100)
+        ids[r : r + 25, c + 19 : c + 40] = 2
+        mask = (ids > 0).astype(np.uint8)
+        out.append(TrainSample(image, mask, f"h{i}", group=f"g{i}", instances=ids if with_ids else None))
+    return out
+
+
+def test_instance_targets_follow_the_augmented_crop():
+    samples = touching_house_samples(2, 0) + touching_house_samples(1, 1, with_ids=False)
+    config = tiny_config(instances=True, augmentation={"rotate": 30, "affine_p": 1.0})
+    config.validate()
+    dataset = TrainingSet(samples, build_augmentation(64, config.augmentation), 30, True, center_sigma=4.0)
+    for index in range(30):
+        image, target = dataset[index]
+        assert image.shape == (3, 64, 64) and target.shape == (len(TARGET_CHANNELS), 64, 64)
+        semantic, center, dy, dx, center_w, offset_w = target.numpy()
+        if index % 3 == 2:  # no ids: semantic channel only
+            assert center_w.max() == 0 and offset_w.max() == 0
+            continue
+        building = semantic == 1
+        assert np.array_equal(offset_w > 0, building)
+        assert (center_w[semantic == 255] == 0).all() and (center_w[semantic != 255] == 1).all()
+        rows, cols = np.nonzero(building)
+        vy = (rows + dy[rows, cols]).round().astype(int)
+        vx = (cols + dx[rows, cols]).round().astype(int)
+        assert building[vy, vx].all()  # every building pixel points at a pixel of a building
+        assert np.allclose(center[vy, vx], 1.0)  # ...that is a centre (heatmap peak)
+
+
+def test_instance_training_writes_an_instance_card_selected_on_instance_f1(tmp_path):
+    config = tiny_config(instances=True, epochs=2)
+    summary = train(
+        config,
+        touching_house_samples(8, 0),
+        touching_house_samples(3, 1),
+        tmp_path,
+        build_augmentation(64, config.augmentation),
+    )
+    assert summary["selected_on"] == "instance_f1"
+    model, card = load_checkpoint(tmp_path / "best.safetensors")
+    assert card.head == "instance" and card.architecture == "panoptic_unet"
+    assert isinstance(model, PanopticBuildingNet)
+    metrics = card.metrics["validation_pixel"]
+    assert 0.0 <= metrics["instance_f1"] <= 1.0 and "count_error" in metrics
+    assert metrics["instance_f1"] == pytest.approx(summary["best_score"])
+    with pytest.raises(InputError, match="one building class"):
+        TrainConfig(instances=True, classes=["a", "b"]).validate()
+
+
+def test_init_weights_start_an_instance_model_from_the_semantic_default():
+    from bldgseg.models import resolve_checkpoint
+
+    default = resolve_checkpoint("aerial-buildings")
+    config = TrainConfig(instances=True, init_weights=str(default))
+    config.validate()  # instances: the architecture becomes panoptic_unet
+    model, loaded = init_model(config)
+    semantic, _ = load_checkpoint(default)
+    own = model.state_dict()
+    shared = {k for k in semantic.state_dict() if k in own}
+    assert loaded == len(shared) > 300
+    key = "segmentation_head.0.weight"
+    assert torch.equal(own[key], semantic.state_dict()[key].float())
+    with pytest.raises(InputError, match="not found"):
+        init_model(TrainConfig(init_weights="missing.safetensors"))
+
+
+def test_train_cli_instances_on_sample_footprints(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(SAMPLE / "images" / "zanzibar_OAM-319297-270996-19.tif"),
+            str(SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"),
+            "--footprints",
+            str(SAMPLE / "labels" / "zanzibar_buildings.geojson"),
+            "--instances",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "2",
+            "--crop",
+            "64",
+            "--val-fraction",
+            "0.5",
+            "--encoder-weights",
+            "none",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "instance F1" in result.output
+    _, card = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert card.head == "instance" and card.architecture == "panoptic_unet"

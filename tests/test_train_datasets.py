@@ -97,6 +97,29 @@ def test_geotiff_footprints_groups_blocks_and_no_overlap(footprint_scene: tuple[
     assert {s.group for s in samples} == {"scene:0:0"}  # 2x2 tiles fall into one 4x4 block
 
 
+def test_geotiff_footprints_keep_touching_buildings_apart_as_instances(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_rgb(
+        folder / "scene.tif", np.full((3, 100, 100), 120, np.uint8), transform=from_origin(X0, Y0, 0.3, 0.3)
+    )
+    # two 6 m x 9 m houses sharing a wall at x = 9 m
+    houses = [box(X0 + 3.0, Y0 - 12.0, X0 + 9.0, Y0 - 3.0), box(X0 + 9.0, Y0 - 12.0, X0 + 15.0, Y0 - 3.0)]
+    path = tmp_path / "houses.geojson"
+    gpd.GeoDataFrame(geometry=houses, crs="EPSG:32636").to_crs("EPSG:4326").to_file(path, driver="GeoJSON")
+    (sample,) = load_geotiff_footprints([folder], path, target_gsd=0.3)
+    ids = sample.instances
+    assert ids is not None and ids.dtype == np.int32
+    assert np.array_equal(ids > 0, sample.mask == 1)  # the union is the semantic mask
+    values, counts = np.unique(ids[ids > 0], return_counts=True)
+    assert len(values) == 2 and abs(counts[0] - 600) <= 30 and abs(counts[1] - 600) <= 30
+    left, right = (ids[20, 15], ids[20, 45])
+    assert left != right and left > 0 and right > 0
+    assert (
+        load_mask_pairs(*_write_pair_folders(tmp_path))[0].instances is None
+    )  # masks cannot tell them apart
+
+
 # ------------------------------------------------------------------------------------ mask pairs
 
 
@@ -240,7 +263,8 @@ def test_geographic_split_val_region_takes_whole_groups() -> None:
 
 def test_geographic_split_errors_say_how_to_fix() -> None:
     one_group = [
-        TrainSample(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), f"s{i}", "g") for i in range(5)
+        TrainSample(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), f"s{i}", group="g")
+        for i in range(5)
     ]
     with pytest.raises(InputError, match="more data.*--val-fraction"):
         geographic_split(one_group)

@@ -56,12 +56,26 @@ def train_command(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name in the card.")] = None,
     arch: Annotated[
-        str | None, typer.Option("--arch", help="unet, pspnet, deeplabv3, deeplabv3plus, …")
+        str | None,
+        typer.Option("--arch", help="unet, pspnet, deeplabv3, deeplabv3plus, hrnet_ocr, … (bldgseg models)"),
     ] = None,
     encoder: Annotated[str | None, typer.Option("--encoder")] = None,
     encoder_weights: Annotated[
         str | None,
         typer.Option("--encoder-weights", help="imagenet (offline EfficientNet-Lite), none, or a file."),
+    ] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-weights", help="Start from a bldgseg checkpoint (.safetensors); matching tensors load."
+        ),
+    ] = None,
+    instances: Annotated[
+        bool | None,
+        typer.Option(
+            "--instances/--semantic",
+            help="Panoptic-DeepLab instance head (centre heatmap + offsets) so touching buildings separate.",
+        ),
     ] = None,
     gsd: Annotated[float | None, typer.Option("--gsd", help="Training ground sample distance (m).")] = None,
     crop: Annotated[int | None, typer.Option("--crop")] = None,
@@ -96,6 +110,8 @@ def train_command(
         "architecture": arch,
         "encoder": encoder,
         "encoder_weights": encoder_weights,
+        "init_weights": str(init_weights) if init_weights else None,
+        "instances": instances,
         "gsd_m": gsd,
         "crop": crop,
         "batch_size": batch_size,
@@ -155,6 +171,11 @@ def train_command(
         console.print(
             f"epoch {row['epoch']}: loss {row['loss']:.4f}  IoU {row['iou']:.4f}"
             + (f"  P {row['precision']:.3f}  R {row['recall']:.3f}" if "precision" in row else "")
+            + (
+                f"  instance F1 {row['instance_f1']:.3f}  count error {row['count_error']:+.1%}"
+                if "instance_f1" in row
+                else ""
+            )
             + ("  [green]best[/]" if row["best"] else ""),
             highlight=False,
         )
@@ -183,8 +204,11 @@ def train_command(
         )
     wide_console().print(table)
     dump_json(Path(out) / "summary.json", summary)
+    selected = (
+        "" if summary["selected_on"] == "iou" else f" ({summary['selected_on']} {summary['best_score']:.4f})"
+    )
     console.print(
-        f"[green]best[/] IoU {summary['best_iou']:.4f} at epoch {summary['best_epoch']} "
+        f"[green]best[/] IoU {summary['best_iou']:.4f}{selected} at epoch {summary['best_epoch']} "
         f"({summary['stopped']}); checkpoint {Path(out) / 'best.safetensors'}",
         highlight=False,
     )

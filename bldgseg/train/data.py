@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,11 +12,17 @@ from bldgseg.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 
 @dataclass
 class Sample:
-    """One training image (H, W, 3 uint8) and its 0/1 mask (H, W uint8) at the target GSD."""
+    """One training image (H, W, 3 uint8) and its 0/1 mask (H, W uint8) at the target GSD.
+
+    ``instances`` (H, W int32, optional): one positive id per building (from footprint polygons), 0 elsewhere;
+    None when the labels do not separate buildings (mask-only data), which leaves such a sample out of the
+    instance-centre and offset losses of an instance model.
+    """
 
     image: np.ndarray
     mask: np.ndarray
     source: str
+    instances: np.ndarray | None = field(default=None, kw_only=True)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

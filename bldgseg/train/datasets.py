@@ -20,7 +20,6 @@ from typing import Any
 import cv2
 import numpy as np
 import rasterio
-import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -28,6 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from bldgseg.errors import InputError
+from bldgseg.instances import rasterize_instances
 from bldgseg.io import DEFAULT_GLOB, RasterInfo, SkippedInput, open_raster_info, read_rgb, scan_inputs
 from bldgseg.train.data import Sample
 
@@ -398,7 +398,9 @@ def load_geotiff_footprints(
     Rasters are found and validated with :func:`bldgseg.io.scan_inputs`; bad ones are left out and listed in
     the result's ``skipped``. Footprints are read once, reprojected to each raster's CRS and rasterized
     (``all_touched=False``) onto each tile's grid at the target GSD (the source window's transform scaled by
-    the resampling factor), so image and mask pixels coincide exactly. Each raster is cut into nearly equal
+    the resampling factor), so image and mask pixels coincide exactly. Each footprint is also burned as its
+    own id into the sample's ``instances`` (:func:`bldgseg.instances.rasterize_instances`), so touching
+    buildings stay apart for instance training. Each raster is cut into nearly equal
     tiles of at most ``tile_px`` pixels at the target GSD; ``group`` is ``"{stem}:{row // block_tiles}:{col //
     block_tiles}"`` so neighbouring tiles stay on one side of a split. Pixels outside the raster's valid mask
     are 255 (ignore) in the mask and 0 in the image; tiles with no valid pixel are dropped.
@@ -461,21 +463,16 @@ def _footprint_tiles(
                 continue
             win_transform = info.transform * Affine.translation(c0, r0)
             out_transform = win_transform * Affine.scale(w / ow, h / oh)
-            mask = np.zeros((oh, ow), dtype=np.uint8)
+            instances = np.zeros((oh, ow), dtype=np.int32)
             if tree is not None:
                 corners = [win_transform * (c, r) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
                 xs, ys = zip(*corners, strict=True)
                 hits = tree.query(shapely.box(min(xs), min(ys), max(xs), max(ys)))
                 if len(hits):
-                    rasterio.features.rasterize(
-                        ((g, 1) for g in geoms[np.sort(hits)]),
-                        out_shape=(oh, ow),
-                        transform=out_transform,
-                        fill=0,
-                        all_touched=False,
-                        out=mask,
-                    )
-                    burned_any |= bool(mask.any())
+                    instances = rasterize_instances(geoms[np.sort(hits)], out_transform, (oh, ow))
+                    burned_any |= bool(instances.any())
+            instances[~valid] = 0
+            mask = (instances > 0).astype(np.uint8)
             mask[~valid] = IGNORE_INDEX
             out.append(
                 TrainSample(
@@ -484,6 +481,7 @@ def _footprint_tiles(
                     source=f"{info.path.name}:{ti}:{tj}",
                     group=f"{stem}:{ti // block_tiles}:{tj // block_tiles}",
                     bounds=_bounds_4326(info.crs, win_transform, h, w),
+                    instances=instances,
                 )
             )
     return out, burned_any

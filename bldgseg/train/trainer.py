@@ -1,5 +1,11 @@
 """Training: AdamW with a cosine or one-cycle schedule, BCE/CE + Dice or Lovász, AMP on CUDA, best/last
-checkpoints with complete model cards, resume, early stopping and a per-epoch metrics table."""
+checkpoints with complete model cards, resume, early stopping and a per-epoch metrics table.
+
+With ``instances=True`` the model is the Panoptic-DeepLab-style ``panoptic_<architecture>`` and each crop's
+target is :func:`bldgseg.instances.instance_target_stack` of its mask and per-building ids (augmented with the
+image, nearest-neighbour); validation then also reports instance F1 and count error, and the checkpoint is
+selected on instance F1.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from bldgseg.errors import InputError
 from bldgseg.inference import resolve_device
+from bldgseg.instances import (
+    instance_target_stack,
+    label_instances,
+    match_instances,
+    training_loss,
+)
 from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
 from bldgseg.models.pretrained import load_imagenet_encoder
 from bldgseg.train.data import Sample, to_tensor
@@ -38,6 +50,9 @@ class TrainConfig:
     architecture: str = "unet"
     encoder: str = "tu-efficientnet_lite0"
     encoder_weights: str = "imagenet"  # imagenet (offline EfficientNet-Lite), none, or a path to a state dict
+    init_weights: str | None = None  # a bldgseg checkpoint whose matching tensors start the model
+    instances: bool = False  # Panoptic-DeepLab instance head (architecture becomes panoptic_<architecture>)
+    center_sigma: float = 8.0  # instance-centre Gaussian, pixels at gsd_m
     classes: list[str] = field(default_factory=lambda: ["building"])
     gsd_m: float = 0.3
     crop: int = 256
@@ -67,6 +82,14 @@ class TrainConfig:
             raise InputError(f"loss {self.loss!r} is not known; use dice or lovasz")
         if self.crop % 32:
             raise InputError(f"crop {self.crop} is not a multiple of 32; use e.g. 256 or 384")
+        if self.architecture.startswith("panoptic_"):
+            self.instances = True
+        elif self.instances:
+            self.architecture = f"panoptic_{self.architecture}"
+        if self.instances and not self.binary:
+            raise InputError(
+                f"instances need one building class, got {len(self.classes)} classes; drop --instances"
+            )
 
     @property
     def binary(self) -> bool:
@@ -74,20 +97,48 @@ class TrainConfig:
 
 
 class TrainingSet(Dataset):
-    """Augmented random crops; one epoch is ``length`` crops drawn round-robin over the samples."""
+    """Augmented random crops; one epoch is ``length`` crops drawn round-robin over the samples.
 
-    def __init__(self, samples: Sequence[Sample], transform, length: int, binary: bool):
+    Targets: (1, H, W) float for binary, (H, W) long for multi-class, and with ``center_sigma`` set the
+    (6, H, W) instance stack; a sample without per-building ids then gets zero centre/offset weights, so it
+    trains the semantic channel only.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform,
+        length: int,
+        binary: bool,
+        center_sigma: float | None = None,
+    ):
         self.samples, self.transform, self.length, self.binary = list(samples), transform, length, binary
+        self.center_sigma = center_sigma
+        if center_sigma is not None and hasattr(transform, "add_targets"):
+            transform.add_targets({"instances": "mask"})
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index % len(self.samples)]
-        out = self.transform(image=sample.image, mask=sample.mask)
-        mask = torch.from_numpy(np.ascontiguousarray(out["mask"]))
-        target = mask.float()[None] if self.binary else mask.long()
-        return to_tensor(out["image"]), target
+        if self.center_sigma is None:
+            out = self.transform(image=sample.image, mask=sample.mask)
+            mask = torch.from_numpy(np.ascontiguousarray(out["mask"]))
+            target = mask.float()[None] if self.binary else mask.long()
+            return to_tensor(out["image"]), target
+        ids = sample.instances
+        if ids is None:
+            out = self.transform(image=sample.image, mask=sample.mask)
+            stack = instance_target_stack(
+                out["mask"], np.zeros(out["mask"].shape, np.int32), self.center_sigma
+            )
+            stack[4:] = 0.0  # unknown instances: no centre/offset supervision
+        else:
+            # ids travel as float32 (exact below 2**24; OpenCV warps no int32) with nearest interpolation
+            out = self.transform(image=sample.image, mask=sample.mask, instances=ids.astype(np.float32))
+            stack = instance_target_stack(out["mask"], out["instances"].astype(np.int32), self.center_sigma)
+        return to_tensor(out["image"]), torch.from_numpy(stack)
 
 
 def make_loss(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -111,10 +162,17 @@ def seed_everything(seed: int) -> None:
 
 
 def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
-    """Model from the registry with encoder weights; returns it and the number of tensors loaded."""
+    """Model from the registry with start weights; returns it and the number of tensors loaded.
+
+    ``init_weights`` (a bldgseg checkpoint) wins over ``encoder_weights``: every tensor whose name and shape
+    match is loaded (a semantic U-Net checkpoint fills a ``panoptic_unet``'s encoder, decoder and semantic
+    head; the instance heads start fresh).
+    """
     model = build_model(
         config.architecture, config.encoder, num_classes=1 if config.binary else len(config.classes)
     )
+    if config.init_weights:
+        return model, load_matching_tensors(model, Path(config.init_weights))
     weights = config.encoder_weights.lower()
     if weights == "none":
         return model, 0
@@ -147,20 +205,43 @@ def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
     return model, loaded
 
 
+def load_matching_tensors(model: nn.Module, path: Path) -> int:
+    """Copy the tensors of a bldgseg checkpoint (``.safetensors``) whose names and shapes match ``model``."""
+    from safetensors.torch import load_file
+
+    if not path.exists() or path.suffix != ".safetensors":
+        raise InputError(
+            f"{path}: not found or not a .safetensors checkpoint; give e.g. runs/x/best.safetensors"
+        )
+    own = model.state_dict()
+    state = {k: v for k, v in load_file(str(path)).items() if k in own and own[k].shape == v.shape}
+    if not state:
+        raise InputError(
+            f"{path.name}: no tensor matches architecture/encoder of this run; start from a checkpoint of the "
+            "same encoder (see its .json card) or drop --init-weights"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+    return len(state)
+
+
 @torch.inference_mode()
 def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, device: torch.device) -> dict:
-    """Pixel metrics over whole validation samples (label 255 ignored)."""
+    """Pixel metrics over whole validation samples (label 255 ignored); instance models add instance metrics."""
     model.eval()
     n = max(2, len(config.classes) + (1 if config.binary else 0))
     confusion = np.zeros((n, n), np.int64)
+    counts = np.zeros(3, np.int64)  # matched, true, predicted instances
     for sample in samples:
         h, w = sample.mask.shape
         image = np.pad(sample.image, ((0, (-h) % 32), (0, (-w) % 32), (0, 0)), mode="reflect")
-        logits = model(to_tensor(image)[None].to(device))[0, :, :h, :w]
+        logits = model(to_tensor(image)[None].to(device))[0, :, :h, :w].float()
         if config.binary:
-            pred = (torch.sigmoid(logits[0]) >= config.threshold).long().cpu().numpy()
+            prob = torch.sigmoid(logits[0])
+            pred = (prob >= config.threshold).long().cpu().numpy()
         else:
             pred = logits.argmax(0).cpu().numpy()
+        if config.instances and sample.instances is not None:
+            counts += instance_counts(sample, prob, logits[1:], config.threshold)
         keep = sample.mask != IGNORE
         confusion += np.bincount(
             n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n
@@ -170,15 +251,35 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
     iou = np.divide(tp, union, out=np.full(n, np.nan), where=union > 0)
     if config.binary:
         fp, fn = confusion[0, 1], confusion[1, 0]
-        return {
+        metrics = {
             "iou": float(iou[1]),
             "precision": float(tp[1] / max(1, tp[1] + fp)),
             "recall": float(tp[1] / max(1, tp[1] + fn)),
             "f1": float(2 * tp[1] / max(1, 2 * tp[1] + fp + fn)),
         }
+        if counts[1]:
+            matched, truth, predicted = (int(c) for c in counts)
+            metrics["instance_f1"] = 2 * matched / max(1, truth + predicted)
+            metrics["count_error"] = (predicted - truth) / truth
+        return metrics
     metrics = {f"iou_{name}": float(iou[i]) for i, name in enumerate(config.classes)}
     metrics["iou"] = float(np.nanmean(iou[: len(config.classes)]))
     return metrics
+
+
+def instance_counts(sample: Sample, prob: torch.Tensor, maps: torch.Tensor, threshold: float) -> np.ndarray:
+    """(matched, true, predicted) instances of one validation sample, grouped as ``bldgseg run`` groups them;
+    ignored pixels count for neither."""
+    known = sample.mask != IGNORE
+    stacked = torch.cat([prob[None], maps[:3]]).cpu().numpy()
+    predicted = label_instances(stacked, threshold)
+    truth = np.where(sample.mask == 1, sample.instances, 0)
+    return np.array(match_instances(truth * known, predicted * known))
+
+
+def selection_metric(metrics: dict) -> str:
+    """The validation metric that picks the best checkpoint: instance F1 when measured, else pixel IoU."""
+    return "instance_f1" if "instance_f1" in metrics else "iou"
 
 
 def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
@@ -191,6 +292,7 @@ def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
         overlap=config.overlap,
         gsd_m=config.gsd_m,
         threshold=config.threshold,
+        head="instance" if config.instances else "semantic",
         training_data=config.training_data,
         license=config.license,
         metrics={"validation_pixel": metrics},
@@ -228,7 +330,13 @@ def train(
     if resume:
         state = resume_state(out_dir, model, optimizer, device)
     loss_fn = make_loss(config)
-    dataset = TrainingSet(train_samples, transform, steps_per_epoch * config.batch_size, config.binary)
+    dataset = TrainingSet(
+        train_samples,
+        transform,
+        steps_per_epoch * config.batch_size,
+        config.binary,
+        center_sigma=config.center_sigma if config.instances else None,
+    )
     start = time.monotonic() - state["seconds"]
     budget = config.max_minutes * 60 if config.max_minutes else None
     stopped = "epochs"
@@ -243,7 +351,7 @@ def train(
             set_lr(optimizer, config, state["step"], total_steps, time.monotonic() - start, budget)
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-                loss = loss_fn(model(images), targets.to(device))
+                loss = training_loss(model, images, targets.to(device), loss_fn)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -266,9 +374,10 @@ def train(
         }
         state["history"].append(row)
         state["epoch"] = epoch
-        improved = metrics["iou"] > state["best"]
+        selected_on = selection_metric(metrics)
+        improved = metrics[selected_on] > state["best"]
         if improved:
-            state["best"], state["best_epoch"] = metrics["iou"], epoch
+            state["best"], state["best_epoch"] = metrics[selected_on], epoch
             save_checkpoint(
                 model,
                 make_card(config, metrics, training_record(config, state, loaded)),
@@ -288,8 +397,11 @@ def train(
         if config.early_stopping and epoch - state["best_epoch"] >= config.early_stopping:
             stopped = f"early stopping (no improvement for {config.early_stopping} epochs)"
             break
+    best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     return {
-        "best_iou": state["best"],
+        "best_iou": best_row.get("iou", state["best"]),
+        "selected_on": selection_metric(best_row),
+        "best_score": state["best"],
         "best_epoch": state["best_epoch"],
         "epochs": state["epoch"],
         "steps": state["step"],
