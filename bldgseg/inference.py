@@ -88,6 +88,34 @@ class Predictor:
         channels = self.card.num_outputs
         return self._blend(rgb, valid, channels, self._predict_batch_classes, progress)
 
+    def predict_instances(
+        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """Instance maps (float32, 4 x H x W) of an instance model: building probability, centre heatmap and
+        offsets dy, dx in model pixels (:func:`bldgseg.models.panoptic.instance_maps`); with TTA averaged over
+        flips with the offsets' signs restored.
+
+        The probability is blended over windows exactly as in :meth:`predict`. The heatmap and offsets are not
+        averaged: each pixel takes them from the window it lies deepest in. A window that shows only part of a
+        building predicts that part's centre, and averaging it in would pull centres apart; taken this way, a
+        building that lies whole in both windows on either side of a seam (within half the overlap of it)
+        gets exactly the maps of a single window."""
+        from bldgseg.models.panoptic import OUTPUT_CHANNELS, instance_maps, unflip_instance_maps
+
+        if self.card.head != "instance":
+            raise InputError(
+                f"{self.card.name}: has a {self.card.head} head, not instances; use an instance model "
+                "(bldgseg train --instances)"
+            )
+        return self._blend(
+            rgb,
+            valid,
+            len(OUTPUT_CHANNELS),
+            lambda stack: self._tta_probabilities(stack, instance_maps, unflip_instance_maps),
+            progress,
+            deepest_from=1,
+        )
+
     def _blend(
         self,
         rgb: np.ndarray,
@@ -95,8 +123,12 @@ class Predictor:
         channels: int,
         infer: Callable[[np.ndarray], np.ndarray],
         progress: ProgressCallback | None,
+        deepest_from: int | None = None,
     ) -> np.ndarray:
-        """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``."""
+        """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``.
+
+        Channels from ``deepest_from`` on are not blended but taken from the window with the largest blending
+        weight at each pixel (the first such window on ties)."""
         _, height, width = rgb.shape
         tile = self.tile_size
         pad_h, pad_w = max(0, tile - height), max(0, tile - width)
@@ -113,8 +145,10 @@ class Predictor:
             for w in iter_windows(ph, pw, tile, self.overlap)
             if valid_padded[w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].any()
         ]
+        soft = channels if deepest_from is None else deepest_from
         total = np.zeros((channels, ph, pw), np.float32)
         weights = np.zeros((ph, pw), np.float32)
+        deepest = np.zeros((ph, pw), np.float32)
         for batch in _batches(windows, self.batch_size):
             stack = np.stack(
                 [rgb[:, w.row_off : w.row_off + tile, w.col_off : w.col_off + tile] for w in batch]
@@ -123,12 +157,17 @@ class Predictor:
             for window, prob in zip(batch, probs, strict=True):
                 rows = slice(window.row_off, window.row_off + tile)
                 cols = slice(window.col_off, window.col_off + tile)
-                total[:, rows, cols] += prob * self.weight
+                total[:soft, rows, cols] += prob[:soft] * self.weight
                 weights[rows, cols] += self.weight
+                if soft < channels:
+                    better = self.weight > deepest[rows, cols]
+                    total[soft:, rows, cols][:, better] = prob[soft:][:, better]
+                    deepest[rows, cols][better] = self.weight[better]
             if progress:
                 progress(len(batch))
         out = np.zeros_like(total)
-        np.divide(total, weights, out=out, where=weights > 0)
+        np.divide(total[:soft], weights, out=out[:soft], where=weights > 0)
+        out[soft:] = total[soft:]
         out = out[:, :height, :width]
         out[:, ~valid] = 0.0
         return out
@@ -145,8 +184,10 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def _tta_probabilities(self, stack: np.ndarray, to_probability) -> np.ndarray:
-        """Normalise a uint8 batch, run the model (AMP on CUDA) on it and its flips, average the probabilities."""
+    def _tta_probabilities(self, stack: np.ndarray, to_probability, unflip=None) -> np.ndarray:
+        """Normalise a uint8 batch, run the model (AMP on CUDA) on it and its flips, average the probabilities.
+
+        ``unflip(maps, dims)`` undoes a flip of the maps (default: flip them back)."""
         x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
@@ -156,7 +197,8 @@ class Predictor:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
                 logits = self.model(inp).float()
             p = to_probability(logits)
-            p = torch.flip(p, dims) if dims else p
+            if dims:
+                p = unflip(p, dims) if unflip else torch.flip(p, dims)
             prob = p if prob is None else prob + p
         return (prob / len(flips)).cpu().numpy()
 

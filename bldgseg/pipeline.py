@@ -50,6 +50,7 @@ from bldgseg.attributes import (
 from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, OutputExistsError
 from bldgseg.executors import LocalExecutor, SlurmOptions, check_executor_options, open_executor
 from bldgseg.inference import Predictor, resolve_device
+from bldgseg.instances import NMS_KERNEL, label_instances, resample_instance_maps
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs, read_rgb, scan_inputs
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
 from bldgseg.probmaps import ProbabilityMapWriter
@@ -63,7 +64,7 @@ from bldgseg.runstate import (
     write_part,
 )
 from bldgseg.tiling import Chunk, model_shape, plan_chunks
-from bldgseg.vectorize import mask_to_polygons
+from bldgseg.vectorize import instances_to_polygons, mask_to_polygons
 
 _LOCATION = ["centroid_lon", "centroid_lat"]
 #: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
@@ -122,6 +123,9 @@ class RunConfig:
     resume: bool = False
     #: Modules (names or .py paths) imported here and in every worker first, e.g. custom architectures.
     preload: tuple[str, ...] = ()
+    #: Separate touching buildings with the model's instance head; None: when the model card's head is
+    #: "instance". False runs an instance model's semantic channel alone (as a semantic model would).
+    instances: bool | None = None
 
 
 @dataclass
@@ -144,6 +148,8 @@ class UnitSettings:
     dtm: Path | None
     keep_probability: bool
     vectorize: bool = True
+    #: Group building pixels into instances (centre heatmap + offsets) instead of connected components.
+    instances: bool = False
     #: Threads PyTorch uses in a worker process (set by cluster executors; None leaves the default).
     torch_threads: int | None = None
     #: GDAL block cache while a unit runs (MiB; None: GDAL's default of 5 % of RAM). Sized from the chunk, so a
@@ -303,25 +309,40 @@ def _window_key(window: Window) -> str:
     return f"{int(window.col_off)},{int(window.row_off)},{int(window.width)},{int(window.height)}"
 
 
-def predict_chunk(unit: WorkUnit, predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
-    """Probability and validity on the source grid of the unit's read window (resampled via the model GSD)."""
+def predict_chunk(
+    unit: WorkUnit, predictor: Predictor, instances: bool = False, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Probability, validity and (with ``instances``) instance labels on the source grid of the unit's read
+    window. The model sees the window resampled to its GSD; its maps are resampled back (bilinear, offsets
+    rescaled), so building pixels are the same with or without instances. ``threshold``: the card's if None.
+    """
     info, read = unit.info, unit.chunk.read
     scale = info.gsd_m / predictor.card.gsd_m
     shape = model_shape(read, scale)
     rgb, valid = read_rgb(info, read, out_shape=shape)
-    prob = predictor.predict(rgb, valid)
     source_shape = (int(read.height), int(read.width))
-    if prob.shape != source_shape:
-        tensor = torch.from_numpy(prob)[None, None]
-        prob = F.interpolate(tensor, size=source_shape, mode="bilinear", align_corners=False)[0, 0].numpy()
-        valid = (
-            F.interpolate(
-                torch.from_numpy(valid.astype(np.float32))[None, None], size=source_shape, mode="nearest"
-            )[0, 0].numpy()
-            > 0.5
-        )
-        prob = np.where(valid, prob, 0.0).astype(np.float32)
-    return prob, valid
+    if instances:
+        maps = resample_instance_maps(predictor.predict_instances(rgb, valid), source_shape)
+    else:
+        maps = predictor.predict(rgb, valid)[None]
+        if shape != source_shape:
+            tensor = torch.from_numpy(maps)[None]
+            maps = F.interpolate(tensor, size=source_shape, mode="bilinear", align_corners=False)[0].numpy()
+    if shape != source_shape:
+        mask = torch.from_numpy(valid.astype(np.float32))[None, None]
+        valid = F.interpolate(mask, size=source_shape, mode="nearest")[0, 0].numpy() > 0.5
+        maps[:, ~valid] = 0.0
+    prob = np.ascontiguousarray(maps[0], dtype=np.float32)
+    if not instances:
+        return prob, valid, None
+    # NMS window and stray-fragment size follow the model's pixels on the source grid
+    labels = label_instances(
+        maps,
+        predictor.card.threshold if threshold is None else threshold,
+        nms_kernel=max(3, 2 * round(NMS_KERNEL // 2 / scale) + 1),
+        min_pixels=max(1, round(16 / scale**2)),
+    )
+    return prob, valid, labels
 
 
 def owned_by_core(polygons: gpd.GeoDataFrame, info: RasterInfo, core: Window) -> gpd.GeoDataFrame:
@@ -340,7 +361,7 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     """Predict, vectorize and measure one work unit (in memory; :func:`run_unit` persists it)."""
     start = time.perf_counter()
     predictor = get_predictor(settings)
-    prob, _ = predict_chunk(unit, predictor)
+    prob, _, labels = predict_chunk(unit, predictor, settings.instances, settings.threshold)
     info, read = unit.info, unit.chunk.read
     core_prob = None
     if settings.keep_probability:
@@ -354,15 +375,28 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
             core_prob,
             time.perf_counter() - start,
         )
-    polygons = mask_to_polygons(
-        prob >= settings.threshold,
-        window_transform(read, info.transform),
-        info.crs,
-        prob=prob,
-        min_area_m2=settings.min_area_m2,
-        simplify_m=settings.simplify_m,
-        regularize=settings.regularize,
-    )
+    transform = window_transform(read, info.transform)
+    if labels is not None:
+        polygons = instances_to_polygons(
+            labels,
+            transform,
+            info.crs,
+            prob=prob,
+            min_area_m2=settings.min_area_m2,
+            simplify_m=settings.simplify_m,
+            regularize=settings.regularize,
+            crs_units_per_m=abs(info.transform.a) / info.gsd_m,
+        )
+    else:
+        polygons = mask_to_polygons(
+            prob >= settings.threshold,
+            transform,
+            info.crs,
+            prob=prob,
+            min_area_m2=settings.min_area_m2,
+            simplify_m=settings.simplify_m,
+            regularize=settings.regularize,
+        )
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
@@ -646,8 +680,19 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
         dtm=absolute(config.dtm),
         keep_probability=config.save_masks is not None,
         vectorize=vectorize,
+        instances=use_instances(card, config.instances),
     )
     return card, settings
+
+
+def use_instances(card: ModelCard, requested: bool | None) -> bool:
+    """Whether a run groups instances: as requested, else when the card's head is "instance"."""
+    if requested and card.head != "instance":
+        raise ModelError(
+            f"{card.name}: has no instance head (head: {card.head}); drop --instances or use an instance model "
+            "trained with bldgseg train --instances"
+        )
+    return card.head == "instance" if requested is None else bool(requested)
 
 
 def result_settings(config: RunConfig, settings: UnitSettings, card: ModelCard) -> dict[str, Any]:
@@ -676,6 +721,7 @@ def result_settings(config: RunConfig, settings: UnitSettings, card: ModelCard) 
         "chunk_size": config.chunk_size,
         "max_building_size_m": config.max_building_size_m,
         "vectorize": settings.vectorize,
+        "instances": settings.instances,
     }
 
 
@@ -940,7 +986,7 @@ def run_metadata(
 ) -> dict[str, Any]:
     """The row of the ``runs`` table."""
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "inputs"}
-    params.update(threshold=settings.threshold, output=str(config.output))
+    params.update(threshold=settings.threshold, instances=settings.instances, output=str(config.output))
     devices = sorted({r.device for r in records if r.device})
     return {
         "started_utc": started.isoformat(timespec="seconds"),

@@ -16,7 +16,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from bldgseg.attributes import METRIC_EPSG_COLUMN, from_metric, to_metric
 from bldgseg.errors import InputError
 
-__all__ = ["mask_to_polygons", "regularize_polygon", "label_image_to_polygons"]
+__all__ = ["instances_to_polygons", "label_image_to_polygons", "mask_to_polygons", "regularize_polygon"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 # regularize_polygon: result area must stay within this fraction of the input's, else the fallback is used
@@ -129,17 +129,7 @@ def mask_to_polygons(
         return gdf.reset_index(drop=True)
 
     if regularize:
-        # ground size of one pixel for each polygon: metric / source area ratio times the source pixel area
-        src_area = shapely.area(np.asarray(gdf.geometry.values, dtype=object))
-        pix_area = abs(transform.a * transform.e - transform.b * transform.d)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pixel_m = np.sqrt(np.where(src_area > 0, shapely.area(mgeoms) / src_area * pix_area, 0.0))
-        tol = np.maximum(pixel_m, simplify_m)
-        regular = [
-            _regularize(g, float(t)) if isinstance(g, Polygon) else g
-            for g, t in zip(mgeoms, tol, strict=True)
-        ]
-        mgeoms = np.array(regular, dtype=object)
+        mgeoms = _regularize_metric(gdf, mgeoms, transform, simplify_m)
     else:
         mgeoms = shapely.simplify(mgeoms, simplify_m, preserve_topology=True)
 
@@ -188,7 +178,67 @@ def label_image_to_polygons(
     )
 
 
+def instances_to_polygons(
+    labels: np.ndarray,
+    transform: Affine,
+    crs: Any,
+    prob: np.ndarray | None = None,
+    min_area_m2: float = 0.0,
+    simplify_m: float = 0.0,
+    regularize: bool = False,
+    crs_units_per_m: float = 1.0,
+) -> gpd.GeoDataFrame:
+    """One polygon per building of an instance label image, touching buildings sharing their edges exactly.
+
+    Like :func:`mask_to_polygons` (``confidence``, ``min_area_m2`` measured in the local UTM zone) but
+    simplification is ``shapely.coverage_simplify`` over all buildings at once, so a shared edge is simplified
+    once and stays shared: no gaps or overlaps between neighbours. ``simplify_m`` is converted to CRS units
+    with ``crs_units_per_m`` (e.g. the pixel size in CRS units over the ground sample distance in metres).
+    ``regularize`` works per building as in :func:`mask_to_polygons`, so touching neighbours can then gain
+    hairline gaps or overlaps. Rows: ``confidence`` and a ``Polygon`` (pieces of one building that touch only
+    at a corner become rows of their own, as in :func:`mask_to_polygons`).
+    """
+    gdf = label_image_to_polygons(labels, transform, crs, prob).drop(columns="label")
+    gdf = gdf.explode(index_parts=False, ignore_index=True)  # pixels touching at a corner: separate rows
+    if gdf.empty or not (min_area_m2 > 0 or simplify_m > 0 or regularize):
+        return gdf
+    if crs is None:
+        raise InputError("labels: min_area_m2, simplify_m and regularize need a CRS; pass the raster's crs")
+    metric = to_metric(gdf)
+    if min_area_m2 > 0:
+        keep = shapely.area(np.asarray(metric.geometry.values, dtype=object)) >= min_area_m2
+        gdf, metric = gdf[keep].reset_index(drop=True), metric[keep].reset_index(drop=True)
+        if gdf.empty:
+            return gdf
+    if regularize:
+        mgeoms = _regularize_metric(
+            gdf, np.asarray(metric.geometry.values, dtype=object), transform, simplify_m
+        )
+        back = from_metric(mgeoms, metric[METRIC_EPSG_COLUMN].to_numpy(), crs)
+        return gpd.GeoDataFrame({"confidence": gdf["confidence"].to_numpy()}, geometry=back.values, crs=crs)
+    simplified = shapely.coverage_simplify(
+        np.asarray(gdf.geometry.values, dtype=object), simplify_m * crs_units_per_m, simplify_boundary=True
+    )
+    return gpd.GeoDataFrame({"confidence": gdf["confidence"].to_numpy()}, geometry=list(simplified), crs=crs)
+
+
 # -------------------- regularize
+
+
+def _regularize_metric(
+    gdf: gpd.GeoDataFrame, mgeoms: np.ndarray, transform: Affine, simplify_m: float
+) -> np.ndarray:
+    """Regularize the metric copies ``mgeoms`` of ``gdf``'s polygons (noise scale: a pixel, or ``simplify_m``)."""
+    # ground size of one pixel for each polygon: metric / source area ratio times the source pixel area
+    src_area = shapely.area(np.asarray(gdf.geometry.values, dtype=object))
+    pix_area = abs(transform.a * transform.e - transform.b * transform.d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pixel_m = np.sqrt(np.where(src_area > 0, shapely.area(mgeoms) / src_area * pix_area, 0.0))
+    tol = np.maximum(pixel_m, simplify_m)
+    regular = [
+        _regularize(g, float(t)) if isinstance(g, Polygon) else g for g, t in zip(mgeoms, tol, strict=True)
+    ]
+    return np.array(regular, dtype=object)
 
 
 def _open_ring(coords: Any) -> np.ndarray:

@@ -12,11 +12,14 @@ import torch.nn as nn
 from rasterio.transform import from_origin
 
 from bldgseg.models import ModelCard, register_architecture, save_checkpoint
+from bldgseg.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 RED = (220, 30, 30)
 GREEN = (40, 140, 50)
+#: Roof colours :class:`RoofInstanceNet` tells apart (touching roofs of different shades are different buildings).
+ROOF_SHADES = [RED, (170, 40, 40), (250, 70, 60), (200, 10, 90)]
 
 
 class RedRoofNet(nn.Module):
@@ -44,6 +47,36 @@ class RedRoofNet(nn.Module):
 register_architecture("red-roof-test", RedRoofNet)
 
 
+class RoofInstanceNet(RedRoofNet):
+    """RedRoofNet's building logit plus exact instance maps: each roof is a region of one shade.
+
+    Every roof pixel takes the nearest of :data:`ROOF_SHADES` (resampled edge pixels mix colours); the centre
+    heatmap and offsets are :func:`bldgseg.instances.instance_target_stack` of the window's connected
+    same-shade regions, i.e. what a perfectly trained instance head would predict for that window, including
+    for buildings cut by the window's edge.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from skimage.measure import label
+
+        from bldgseg.instances import instance_target_stack
+
+        logit = super().forward(x)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        rgb = ((x * std + mean) * 255).cpu().numpy()
+        shades = np.asarray(ROOF_SHADES, np.float32)[:, :, None, None, None]  # (S, 3, 1, 1, 1)
+        shade = np.argmin(((rgb.transpose(1, 0, 2, 3)[None] - shades) ** 2).sum(1), axis=0)  # (N, H, W)
+        maps = []
+        for key, roof in zip(shade, (logit[:, 0] > 0).cpu().numpy(), strict=True):
+            ids = label(np.where(roof, key + 1, 0), background=0, connectivity=1)
+            maps.append(instance_target_stack(roof.astype(np.uint8), ids)[1:4])
+        return torch.cat([logit, torch.from_numpy(np.stack(maps)).to(x.device)], dim=1)
+
+
+register_architecture("roof-instance-test", RoofInstanceNet)
+
+
 @pytest.fixture
 def red_roof_model(tmp_path: Path) -> Path:
     """A checkpoint (weights + card) of :class:`RedRoofNet` at 0.3 m, 64-pixel tiles, 16 overlap."""
@@ -57,6 +90,22 @@ def red_roof_model(tmp_path: Path) -> Path:
         threshold=0.5,
     )
     return save_checkpoint(RedRoofNet(), card, tmp_path / "models" / "red-roof.safetensors")
+
+
+@pytest.fixture
+def roof_instance_model(tmp_path: Path) -> Path:
+    """A checkpoint of :class:`RoofInstanceNet` (instance head) at 0.3 m, 96-pixel tiles, 64 overlap."""
+    card = ModelCard(
+        name="roof-instance-test",
+        architecture="roof-instance-test",
+        encoder="none",
+        tile_size=96,
+        overlap=64,
+        gsd_m=0.3,
+        threshold=0.5,
+        head="instance",
+    )
+    return save_checkpoint(RoofInstanceNet(), card, tmp_path / "models" / "roof-instance.safetensors")
 
 
 def write_rgb(
@@ -84,10 +133,16 @@ def write_rgb(
     return path
 
 
-def scene(height: int, width: int, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """Green ground with red rectangular roofs at (row0, col0, row1, col1), end-exclusive."""
+def scene(
+    height: int,
+    width: int,
+    boxes: list[tuple[int, int, int, int]],
+    colours: list[tuple[int, int, int]] | None = None,
+) -> np.ndarray:
+    """Green ground with rectangular roofs at (row0, col0, row1, col1), end-exclusive; red unless ``colours``."""
     rgb = np.empty((3, height, width), np.uint8)
     rgb[:] = np.array(GREEN, np.uint8)[:, None, None]
-    for r0, c0, r1, c1 in boxes:
-        rgb[:, r0:r1, c0:c1] = np.array(RED, np.uint8)[:, None, None]
+    for i, (r0, c0, r1, c1) in enumerate(boxes):
+        colour = colours[i] if colours else RED
+        rgb[:, r0:r1, c0:c1] = np.array(colour, np.uint8)[:, None, None]
     return rgb

@@ -13,6 +13,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 from shapely.geometry import box
 
+from bldgseg.errors import InputError
 from bldgseg.instances import (
     TARGET_CHANNELS,
     connected_instances,
@@ -21,10 +22,14 @@ from bldgseg.instances import (
     instance_loss,
     instance_target_stack,
     instance_targets,
+    match_instances,
+    merge_fragments,
     rasterize_instances,
+    resample_instance_maps,
     training_loss,
 )
 from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
+from bldgseg.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from bldgseg.models.panoptic import (
     OUTPUT_CHANNELS,
     PanopticBuildingNet,
@@ -365,3 +370,89 @@ def test_instance_model_trains_and_round_trips_a_checkpoint(tmp_path):
     with torch.inference_mode():
         out = loaded(images[:1])
     assert out.shape == (1, 4, 64, 64)
+
+
+# ------------------------------------------------------------------------------ chunk post-processing
+
+
+def test_a_plateau_peak_is_one_centre():
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:35, 5:30] = 1
+    labels[5:35, 30:55] = 2
+    center, offsets, _ = instance_targets(labels)
+    # enlarge 2x as the pipeline does for a coarser input: each peak becomes a 2x2 plateau
+    maps = np.concatenate([(labels > 0)[None].astype(np.float32), center[None], offsets])
+    big = resample_instance_maps(np.repeat(np.repeat(maps, 2, axis=1), 2, axis=2), (80, 120))
+    big[2:] *= 2.0  # nearest-style enlargement: offsets in the new pixels
+    grouped = group_instances(big[0], big[1], big[2:4], top_k=None)
+    assert grouped.max() == 2
+    assert same_partition(grouped, np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1))
+
+
+def test_resampled_offsets_are_in_the_new_pixels():
+    maps = np.zeros((4, 10, 20), np.float32)
+    maps[2], maps[3] = 3.0, -5.0
+    out = resample_instance_maps(maps, (20, 10))
+    assert out.shape == (4, 20, 10)
+    assert np.allclose(out[2], 6.0) and np.allclose(out[3], -2.5)
+    assert resample_instance_maps(maps, (10, 20)) is not None and np.array_equal(
+        resample_instance_maps(maps, (10, 20)), maps
+    )
+
+
+def test_stray_pieces_join_their_neighbour_or_become_buildings_and_no_pixel_is_lost():
+    labels = np.zeros((30, 40), np.int32)
+    labels[2:20, 2:18] = 1
+    labels[2:20, 18:36] = 2
+    labels[5:7, 30:32] = 1  # 4-pixel stray piece of 1 inside 2: joins 2
+    labels[24:29, 2:12] = 2  # 50-pixel stray piece of 2, apart from everything: a building of its own
+    labels[22:23, 30:32] = 1  # 2-pixel stray piece touching nothing: kept, as its own label
+    out = merge_fragments(labels, min_pixels=16)
+    assert np.array_equal(out > 0, labels > 0)
+    assert (out[5:7, 30:32] == 2).all()
+    assert len(np.unique(out[24:29, 2:12])) == 1 and out[25, 5] not in (1, 2)
+    assert out[22, 30] not in (0, 1, 2)
+    assert (out[2:20, 2:18] == 1).all()
+    values = np.unique(out[out > 0])
+    assert len(values) == 4
+
+
+def test_match_instances_counts_one_to_one_matches():
+    truth = np.zeros((20, 50), np.int32)
+    truth[2:18, 2:17], truth[2:18, 17:32], truth[2:18, 32:47] = 1, 2, 3
+    merged = (truth > 0).astype(np.int32)  # one blob over all three: IoU 1/3 with each
+    assert match_instances(truth, merged) == (0, 3, 1)
+    assert match_instances(truth, truth * 7) == (3, 3, 3)
+    shifted = np.roll(truth, 3, axis=1)  # IoU 12/18 each
+    assert match_instances(truth, shifted) == (3, 3, 3)
+    halves = np.where(truth == 1, 1, 0) + np.where(truth > 1, 2, 0)  # 2 and 3 merged: IoU exactly 0.5
+    assert match_instances(truth, halves) == (1, 3, 2)
+
+
+def test_predictor_takes_offsets_from_the_window_a_pixel_lies_deepest_in():
+    from bldgseg.inference import Predictor
+    from tests.conftest import ROOF_SHADES, RoofInstanceNet, scene
+
+    boxes = [(40, 30, 71, 55), (40, 55, 65, 85), (90, 100, 121, 123), (90, 123, 111, 150)]
+    rgb = scene(160, 200, boxes, ROOF_SHADES)
+    model = RoofInstanceNet()
+    with torch.inference_mode():
+        whole = model(
+
+                (torch.from_numpy(rgb)[None].float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+                / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+        )[0].numpy()
+    card = ModelCard(
+        name="t", architecture="roof-instance-test", encoder="none", tile_size=96, overlap=64, head="instance"
+    )
+    for tta in (False, True):
+        maps = Predictor(model, card, "cpu", tta=tta).predict_instances(rgb, np.ones((160, 200), bool))
+        roofs = whole[0] > 0
+        # every building lies whole in each window it reaches into by less than half the overlap
+        assert np.allclose(maps[2:, roofs], whole[2:, roofs], atol=0.5 if tta else 1e-6)
+        labels = group_instances(maps[0], maps[1], maps[2:4], top_k=None)
+        assert labels.max() == 4
+    with pytest.raises(InputError, match="instance model"):
+        semantic = ModelCard(name="s", architecture="roof-instance-test", encoder="none")
+        Predictor(model, semantic, "cpu").predict_instances(rgb, np.ones((160, 200), bool))

@@ -81,6 +81,13 @@ def run(
     ] = 4.0,
     simplify: Annotated[float, typer.Option("--simplify", help="Simplification tolerance in metres.")] = 0.2,
     regularize: Annotated[bool, typer.Option("--regularize", help="Square off building outlines.")] = False,
+    instances: Annotated[
+        bool | None,
+        typer.Option(
+            "--instances/--semantic",
+            help="Separate touching buildings with the model's instance head (default: when the card has one).",
+        ),
+    ] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Work unit size in source pixels.")] = 4096,
     max_building_size: Annotated[
         float, typer.Option("--max-building-size", help="Largest building (m); sets the chunk halo.")
@@ -245,6 +252,7 @@ def run(
         min_area_m2=min_area,
         simplify_m=simplify,
         regularize=regularize,
+        instances=instances,
         chunk_size=chunk_size,
         max_building_size_m=max_building_size,
         ndsm=ndsm,
