@@ -62,10 +62,10 @@ TARGET_CHANNELS: tuple[str, ...] = (
     "center_weight",
     "offset_weight",
 )
-#: (semantic, centre MSE, offset L1) weights of Panoptic-DeepLab: the heatmap MSE is averaged over every pixel
-#: of mostly-zero maps and is ~1e-3 in size, so x200 brings it to the semantic loss's order; the offset L1 is in
-#: pixels (tens of pixels early on), so x0.01 brings it to ~0.1.
-LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 200.0, 0.01)
+#: (semantic, centre MSE, offset L1) weights. Centre x200 as Panoptic-DeepLab (the heatmap MSE, averaged over
+#: mostly-zero maps, is ~1e-3). Offsets x0.1 instead of its 0.01: its offsets are ~100 px (Cityscapes objects),
+#: ours ~10 px (houses at 0.3 m), so 0.1 gives the offset term the same share of the loss.
+LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 200.0, 0.1)
 #: Centre NMS window of :func:`label_instances` (model pixels): two peaks closer than half of it are one
 #: building. Wider than Panoptic-DeepLab's 7 because a building seen only in part by a window can leave a second
 #: peak a few pixels from its centre; at 0.3 m two house centres are rarely closer than 2 m (6 px).
@@ -205,6 +205,17 @@ def _suppress_ties(peaks: np.ndarray, radius: int) -> np.ndarray:
     return peaks[keep]
 
 
+def _blob_of_peaks(peaks: np.ndarray, blobs: np.ndarray, radius: int) -> np.ndarray:
+    """Blob id of each peak: its own pixel's, else the nearest blob pixel's within ``radius``; 0 for none."""
+    ids = blobs[peaks[:, 0], peaks[:, 1]].astype(np.int64)
+    off = np.flatnonzero(ids == 0)
+    if len(off) and blobs.any():
+        distance, (near_r, near_c) = ndimage.distance_transform_edt(blobs == 0, return_indices=True)
+        r, c = peaks[off, 0], peaks[off, 1]
+        ids[off] = np.where(distance[r, c] <= radius, blobs[near_r[r, c], near_c[r, c]], 0)
+    return ids
+
+
 def group_instances(
     semantic_prob: np.ndarray,
     center: np.ndarray,
@@ -221,10 +232,13 @@ def group_instances(
     pixels (numpy arrays or CPU tensors). Centres are the heatmap's local maxima in a ``nms_kernel`` window
     (max-pooling NMS) above ``center_threshold``, the ``top_k`` strongest kept (None: all; 200 follows
     Panoptic-DeepLab for one image, a large chunk of a dense town needs more). Each building pixel
-    (``semantic_prob >= threshold``) votes at ``pixel + offset`` and joins the nearest centre. A pixel gets no
-    centre when there is none, when its vote lands outside the array (its building's centre lies beyond the
-    crop: the building is cut by the crop edge), or when the vote is farther than ``max_distance`` pixels from
-    every centre; such pixels are labelled by 8-connected components, so no building is lost. Labels follow
+    (``semantic_prob >= threshold``) votes at ``pixel + offset`` and joins the nearest centre *of its own
+    connected building blob* (a centre off the mask belongs to the blob of the nearest building pixel within
+    ``nms_kernel // 2``, else it is dropped): separate blobs never exchange pixels, whatever the offsets. A
+    pixel gets no centre when its blob has none, when its vote lands outside the array (its building's centre
+    lies beyond the crop: the building is cut by the crop edge), or when the vote is farther than
+    ``max_distance`` pixels from every centre; such pixels are labelled by 8-connected components, so no
+    building is lost. Labels follow
     the centres' scores (strongest first), then the components in raster order; centres that receive no pixel
     give no label.
     """
@@ -241,6 +255,7 @@ def group_instances(
     fg = prob >= threshold
     if not fg.any():
         return labels
+    blobs, _ = ndimage.label(fg, structure=_EIGHT)
     pooled = ndimage.maximum_filter(heat, size=nms_kernel, mode="constant", cval=-np.inf)
     peaks = np.argwhere((heat == pooled) & (heat > center_threshold))
     if len(peaks):
@@ -249,15 +264,20 @@ def group_instances(
         peaks = _suppress_ties(peaks, nms_kernel // 2)
         if top_k is not None:
             peaks = peaks[:top_k]
+    peak_blob = _blob_of_peaks(peaks, blobs, nms_kernel // 2) if len(peaks) else np.zeros(0, np.int64)
+    peaks, peak_blob = peaks[peak_blob > 0], peak_blob[peak_blob > 0]
     rows, cols = np.nonzero(fg)
     assigned = np.full(len(rows), -1, np.int64)
     if len(peaks):
         vy = rows + off[0, rows, cols]
         vx = cols + off[1, rows, cols]
         inside = (vy >= -0.5) & (vy < h - 0.5) & (vx >= -0.5) & (vx < w - 0.5)
-        votes = np.stack([vy[inside], vx[inside]], axis=1)
-        bound = np.inf if max_distance is None else float(max_distance)
-        _, nearest = cKDTree(peaks.astype(np.float64)).query(votes, k=1, distance_upper_bound=bound)
+        # a third coordinate far apart per blob keeps every vote among its own blob's centres
+        apart = 4.0 * (h + w)
+        votes = np.stack([vy[inside], vx[inside], blobs[rows, cols][inside] * apart], axis=1)
+        centres = np.column_stack([peaks, peak_blob * apart])
+        bound = 2.0 * (h + w) if max_distance is None else min(float(max_distance), 2.0 * (h + w))
+        _, nearest = cKDTree(centres.astype(np.float64)).query(votes, k=1, distance_upper_bound=bound)
         nearest[nearest >= len(peaks)] = -1  # beyond max_distance
         assigned[inside] = nearest
     used = np.unique(assigned[assigned >= 0])
@@ -421,7 +441,9 @@ def instance_loss(
     offset = ((out["offset"].float() - tgt["offset"].float()).abs() * ow).sum() / ow.sum().clamp_min(1.0)
     total = weights[0] * semantic + weights[1] * center + weights[2] * offset
     if return_parts:
-        parts = {"semantic": float(semantic), "center": float(center), "offset": float(offset)}
+        parts = {
+            k: float(v.detach()) for k, v in (("semantic", semantic), ("center", center), ("offset", offset))
+        }
         return total, parts
     return total
 

@@ -50,7 +50,7 @@ from bldgseg.attributes import (
 from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, OutputExistsError
 from bldgseg.executors import LocalExecutor, SlurmOptions, check_executor_options, open_executor
 from bldgseg.inference import Predictor, resolve_device
-from bldgseg.instances import NMS_KERNEL, label_instances, resample_instance_maps
+from bldgseg.instances import label_instances, resample_instance_maps
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs, read_rgb, scan_inputs
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
 from bldgseg.probmaps import ProbabilityMapWriter
@@ -336,10 +336,12 @@ def predict_chunk(
     if not instances:
         return prob, valid, None
     # NMS window and stray-fragment size follow the model's pixels on the source grid
+    card = predictor.card
     labels = label_instances(
         maps,
-        predictor.card.threshold if threshold is None else threshold,
-        nms_kernel=max(3, 2 * round(NMS_KERNEL // 2 / scale) + 1),
+        card.threshold if threshold is None else threshold,
+        nms_kernel=max(3, 2 * round(card.nms_kernel // 2 / scale) + 1),
+        center_threshold=card.center_threshold,
         min_pixels=max(1, round(16 / scale**2)),
     )
     return prob, valid, labels

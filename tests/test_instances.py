@@ -438,10 +438,8 @@ def test_predictor_takes_offsets_from_the_window_a_pixel_lies_deepest_in():
     model = RoofInstanceNet()
     with torch.inference_mode():
         whole = model(
-
-                (torch.from_numpy(rgb)[None].float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-                / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
+            (torch.from_numpy(rgb)[None].float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         )[0].numpy()
     card = ModelCard(
         name="t", architecture="roof-instance-test", encoder="none", tile_size=96, overlap=64, head="instance"
@@ -456,3 +454,19 @@ def test_predictor_takes_offsets_from_the_window_a_pixel_lies_deepest_in():
     with pytest.raises(InputError, match="instance model"):
         semantic = ModelCard(name="s", architecture="roof-instance-test", encoder="none")
         Predictor(model, semantic, "cpu").predict_instances(rgb, np.ones((160, 200), bool))
+
+
+def test_pixels_never_join_a_centre_of_another_blob():
+    labels = np.zeros((30, 60), np.int32)
+    labels[5:25, 5:25] = 1
+    labels[5:25, 35:55] = 2  # a separate blob
+    prob = (labels > 0).astype(np.float32)
+    center, offsets, _ = instance_targets(labels)
+    wrong = offsets.copy()
+    wrong[1][labels == 1] += 30.0  # blob 1's votes land on blob 2's centre
+    grouped = group_instances(prob, center, wrong)
+    assert same_partition(grouped, labels)
+    # a blob without a centre of its own stays one building, not a piece of its neighbour's
+    center[labels == 1] = 0.0
+    grouped = group_instances(prob, center, wrong)
+    assert same_partition(grouped, labels)

@@ -38,6 +38,10 @@ class ModelCard:
     gsd_m: float = 0.3
     threshold: float = 0.5
     head: str = "semantic"
+    #: Instance heads only: centre-heatmap peaks above this start a building, and peaks closer than half of
+    #: ``nms_kernel`` (model pixels) are one building.
+    center_threshold: float = 0.1
+    nms_kernel: int = 13
     training_data: list[dict[str, str]] = field(default_factory=list)
     license: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

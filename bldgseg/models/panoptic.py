@@ -61,6 +61,8 @@ __all__ = [
 
 #: Channel order of :class:`PanopticBuildingNet`'s output.
 OUTPUT_CHANNELS: tuple[str, ...] = ("semantic", "center", "offset_y", "offset_x")
+#: Pixels per unit of the offset head's raw output (a house at 0.3 m is some 30 px across).
+OFFSET_SCALE = 10.0
 
 _SMP_DECODERS: dict[str, Callable[..., nn.Module]] = {
     "unet": smp.Unet,
@@ -139,7 +141,12 @@ class PanopticBuildingNet(nn.Module):
             padded, _ = pad_to_stride(x)
             feats, aux = self.head(hrnetv2_features(self.encoder(padded)))
             low = torch.cat(
-                [self.head.classifier(feats), self.center_head(feats), self.offset_head(feats)], 1
+                [
+                    self.head.classifier(feats),
+                    self.center_head(feats),
+                    self.offset_head(feats) * OFFSET_SCALE,
+                ],
+                1,
             )
             return upsample_to(low, padded)[..., :h, :w], upsample_to(aux, padded)[..., :h, :w]
         if h % self._divisor or w % self._divisor:
@@ -148,7 +155,9 @@ class PanopticBuildingNet(nn.Module):
             )
         feats = self.decoder(self.encoder(x))
         semantic = upsample_to(self.segmentation_head(feats), x)
-        instance = upsample_to(torch.cat([self.center_head(feats), self.offset_head(feats)], 1), x)
+        instance = upsample_to(
+            torch.cat([self.center_head(feats), self.offset_head(feats) * OFFSET_SCALE], 1), x
+        )
         return torch.cat([semantic, instance], dim=1), None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from bldgseg.errors import InputError
 from bldgseg.inference import resolve_device
 from bldgseg.instances import (
+    NMS_KERNEL,
     instance_target_stack,
     label_instances,
     match_instances,
@@ -53,6 +54,8 @@ class TrainConfig:
     init_weights: str | None = None  # a bldgseg checkpoint whose matching tensors start the model
     instances: bool = False  # Panoptic-DeepLab instance head (architecture becomes panoptic_<architecture>)
     center_sigma: float = 8.0  # instance-centre Gaussian, pixels at gsd_m
+    center_threshold: float = 0.1  # instance grouping in validation and inference (written to the card)
+    nms_kernel: int = NMS_KERNEL
     classes: list[str] = field(default_factory=lambda: ["building"])
     gsd_m: float = 0.3
     crop: int = 256
@@ -241,7 +244,7 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
         else:
             pred = logits.argmax(0).cpu().numpy()
         if config.instances and sample.instances is not None:
-            counts += instance_counts(sample, prob, logits[1:], config.threshold)
+            counts += instance_counts(sample, prob, logits[1:], config)
         keep = sample.mask != IGNORE
         confusion += np.bincount(
             n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n
@@ -267,12 +270,14 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
     return metrics
 
 
-def instance_counts(sample: Sample, prob: torch.Tensor, maps: torch.Tensor, threshold: float) -> np.ndarray:
+def instance_counts(
+    sample: Sample, prob: torch.Tensor, maps: torch.Tensor, config: TrainConfig
+) -> np.ndarray:
     """(matched, true, predicted) instances of one validation sample, grouped as ``bldgseg run`` groups them;
     ignored pixels count for neither."""
     known = sample.mask != IGNORE
     stacked = torch.cat([prob[None], maps[:3]]).cpu().numpy()
-    predicted = label_instances(stacked, threshold)
+    predicted = label_instances(stacked, config.threshold, config.nms_kernel, config.center_threshold)
     truth = np.where(sample.mask == 1, sample.instances, 0)
     return np.array(match_instances(truth * known, predicted * known))
 
@@ -293,6 +298,8 @@ def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
         gsd_m=config.gsd_m,
         threshold=config.threshold,
         head="instance" if config.instances else "semantic",
+        center_threshold=config.center_threshold,
+        nms_kernel=config.nms_kernel,
         training_data=config.training_data,
         license=config.license,
         metrics={"validation_pixel": metrics},
