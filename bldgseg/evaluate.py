@@ -837,6 +837,8 @@ def evaluate(
                 pred=np.asarray(unit.pred.geometry.values, dtype=object),
                 pred_thick=unit.pred.index.isin(matching.false_positives),
                 bands=unit.bands,
+                split=near.index.isin(matching.split),
+                merged=unit.pred.index.isin(matching.merged),
             )
         )
         pixel_sum += [pixel["tp"], pixel["fp"], pixel["fn"], pixel["tn"]]

@@ -2,7 +2,9 @@
 
 Overlays show the imagery (first 3 bands, downsampled to at most 1024 pixels on the long side, small images
 enlarged by a whole factor towards 512) with ground-truth outlines in cyan and predicted outlines in magenta;
-matched outlines are thin, unmatched ones (false negatives in cyan, false positives in magenta) thick.
+matched outlines are thin, unmatched ones (false negatives in cyan, false positives in magenta) thick; a merged
+prediction (one outline over several true buildings) is thick orange and a split truth (one building cut into
+several predictions) thick yellow.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ OVERLAY_MIN_SIDE = 512
 REPORT_FILES = ("report.json", "report.md", "report.html")
 TRUTH_RGB = (0, 255, 255)  # cyan
 PRED_RGB = (255, 0, 255)  # magenta
+MERGED_RGB = (255, 140, 0)  # orange: a prediction over several true buildings
+SPLIT_RGB = (255, 255, 0)  # yellow: a true building cut into several predictions
 LEGEND = (
     "Outlines: **cyan** = ground truth, **magenta** = prediction. Thin = matched pair (IoU at or above the "
     "threshold) or not counted in this image; **thick cyan** = false negative (missed building), "
-    "**thick magenta** = false positive."
+    "**thick magenta** = false positive, **thick orange** = merged prediction (covers two or more true "
+    "buildings), **thick yellow** = split truth (cut into two or more predictions)."
 )
 
 _PIXEL_ROWS = [
@@ -107,7 +112,8 @@ class ImageView:
     """What one overlay shows: a background raster and outlines (in the background's CRS) with their status.
 
     ``kind`` is ``"rgb"`` (imagery, first 3 bands or the ones in ``bands``) or ``"mask"`` (a 1-band mask or
-    probability raster shown in grey). ``truth_thick``/``pred_thick`` flag the unmatched outlines.
+    probability raster shown in grey). ``truth_thick``/``pred_thick`` flag the unmatched outlines, ``split`` the
+    split truths and ``merged`` the merged predictions (None: none flagged).
     """
 
     name: str
@@ -118,6 +124,8 @@ class ImageView:
     pred: np.ndarray
     pred_thick: np.ndarray
     bands: tuple[int, int, int] | None = None
+    split: np.ndarray | None = None
+    merged: np.ndarray | None = None
 
 
 @dataclass
@@ -252,6 +260,10 @@ def _rings(geom: Any) -> list[np.ndarray]:
     return rings
 
 
+def _flags(flags: np.ndarray | None, default: np.ndarray) -> np.ndarray:
+    return default if flags is None else np.asarray(flags, bool)
+
+
 def render_overlay(view: ImageView) -> Image.Image:
     """The overlay picture of one image (see the module docstring for colours and line widths)."""
     rgb, transform, height, width = _background(view)
@@ -262,11 +274,16 @@ def render_overlay(view: ImageView) -> Image.Image:
     thick = thin + 3
     inv = ~transform
     sx, sy = ow / width, oh / height
+    none_t, none_p = np.zeros(len(view.truth), bool), np.zeros(len(view.pred), bool)
     layers = (  # truth one pixel wider underneath, so it shows as a fringe around a matching prediction
         (view.truth, view.truth_thick, TRUTH_RGB, thin + 1),
         (view.pred, view.pred_thick, PRED_RGB, thin),
+        # merged and split on top, drawn thick in their own colours
+        (view.truth[_flags(view.split, none_t)], None, SPLIT_RGB, thick),
+        (view.pred[_flags(view.merged, none_p)], None, MERGED_RGB, thick),
     )
     for geoms, flags, colour, line_width in layers:
+        flags = np.zeros(len(geoms), bool) if flags is None else flags
         for geom, bold in zip(geoms, flags, strict=True):
             for ring in _rings(geom):
                 cols, rows = inv @ (ring[:, 0], ring[:, 1])

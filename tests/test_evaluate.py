@@ -26,6 +26,7 @@ from bldgseg.evaluate import (
     pixel_metrics,
     summarize_attribute_errors,
 )
+from bldgseg.evaluation_report import MERGED_RGB, SPLIT_RGB
 from tests.conftest import write_rgb
 
 UTM = "EPSG:32636"
@@ -363,3 +364,23 @@ def test_invalid_truth_polygons_are_repaired_before_clipping():
     clipped = ev._clip(frame, Grid())
     assert len(clipped) == 1 and clipped.geometry.iloc[0].is_valid
     assert clipped.geometry.iloc[0].area == pytest.approx(25.0)
+
+
+def test_overlay_marks_merged_predictions_and_split_truths(tmp_path):
+    rgb = np.full((3, 80, 120), 90, np.uint8)
+    image = write_rgb(tmp_path / "scene.tif", rgb, transform=from_origin(X0, Y0 + 40, 0.5, 0.5))
+    truth = frame(sq(5, 5, 15, 15), sq(15, 5, 25, 15), sq(35, 5, 55, 15)).to_crs(4326)
+    gt = tmp_path / "truth.geojson"
+    pyogrio.write_dataframe(truth, gt, driver="GeoJSON")
+    # one outline over the two touching houses; the long building cut into two halves
+    pred = frame(sq(5, 5, 25, 15), sq(35, 5, 45, 15), sq(45, 5, 55, 15), source_image=[str(image)] * 3)
+    gpkg = tmp_path / "run.gpkg"
+    pyogrio.write_dataframe(pred, gpkg, layer="buildings", driver="GPKG")
+    report = evaluate(gpkg, gt)
+    polygon = report.overall["polygon"]
+    assert polygon["merged"] == 1 and polygon["split"] == 1 and polygon["count_error"] == 0
+    (png_path,) = report.write_overlays(tmp_path / "overlays").values()
+    with Image.open(png_path) as png:
+        pixels = np.asarray(png.convert("RGB")).reshape(-1, 3)
+    assert (pixels == MERGED_RGB).all(axis=1).any() and (pixels == SPLIT_RGB).all(axis=1).any()
+    assert "orange" in report.to_markdown(tmp_path / "report.md").read_text()
