@@ -58,17 +58,24 @@ def build_raster(path: Path, size: int) -> None:
             )
 
 
-def model_only(device: str, batch_size: int, tiles: int, tile: int) -> float:
+def model_only(model_name: str, device: str, batch_size: int, tiles: int, tile: int) -> float:
     """Megapixels/s of the bare forward pass (Predictor batches, same normalisation), excluding I/O."""
-    model, card = load_checkpoint("aerial-buildings")
+    model, card = load_checkpoint(model_name)
     predictor = Predictor(model, card, resolve_device(device), batch_size=batch_size, tile_size=tile)
+    if card.head == "instance":
+        from bldgseg.models.panoptic import instance_maps
+
+        def batch(stack: np.ndarray) -> np.ndarray:
+            return predictor._tta_probabilities(stack, instance_maps)
+    else:
+        batch = predictor._predict_batch
     stack = np.random.default_rng(0).integers(0, 255, (batch_size, 3, tile, tile), dtype=np.uint8)
-    predictor._predict_batch(stack)  # warm-up
+    batch(stack)  # warm-up
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(max(1, tiles // batch_size)):
-        predictor._predict_batch(stack)
+        batch(stack)
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -78,6 +85,9 @@ def model_only(device: str, batch_size: int, tiles: int, tile: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument(
+        "--model", default="aerial-buildings", help="model name or checkpoint (instance models too)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model-tiles", type=int, default=64, help="tiles timed for the model-only figure")
@@ -88,7 +98,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build_raster(raster, args.size)
         print(f"built {args.size}x{args.size} raster in {time.perf_counter() - t0:.1f} s", flush=True)
-        model_mpx = model_only(args.device, args.batch_size, args.model_tiles, 512)
+        model_mpx = model_only(args.model, args.device, args.batch_size, args.model_tiles, 512)
         print(f"model-only: {model_mpx:.2f} Mpx/s", flush=True)
         cmd = [
             sys.executable,
@@ -104,6 +114,8 @@ def main() -> None:
             str(args.batch_size),
             "--threads",
             str(args.threads),
+            "--model",
+            args.model,
         ]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,6 +127,7 @@ def main() -> None:
     e2e_mpx = args.size * args.size / 1e6 / seconds
     result = {
         "raster": f"{args.size}x{args.size} RGB uint8, 0.3 m",
+        "model": args.model,
         "device": str(resolve_device(args.device)),
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
