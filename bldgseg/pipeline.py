@@ -363,7 +363,8 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     """Predict, vectorize and measure one work unit (in memory; :func:`run_unit` persists it)."""
     start = time.perf_counter()
     predictor = get_predictor(settings)
-    prob, _, labels = predict_chunk(unit, predictor, settings.instances, settings.threshold)
+    grouped = settings.instances and settings.vectorize  # probability maps alone need no grouping
+    prob, _, labels = predict_chunk(unit, predictor, grouped, settings.threshold)
     info, read = unit.info, unit.chunk.read
     core_prob = None
     if settings.keep_probability:

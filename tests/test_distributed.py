@@ -37,7 +37,7 @@ from bldgseg.executors import (
 )
 from bldgseg.models import ModelCard, save_checkpoint
 from bldgseg.pipeline import RunConfig, run
-from tests.conftest import REPO, scene, write_rgb
+from tests.conftest import REPO, ROOF_SHADES, scene, write_rgb
 from tests.dask_preload import SlowRedRoofNet
 
 pytestmark = pytest.mark.distributed
@@ -257,6 +257,26 @@ def assert_every_box_once(gpkg: Path, boxes: list[tuple[int, int, int, int]], gs
 
 
 # ---------------------------------------------------------------------------------------------- tests
+
+
+def test_instances_on_the_cluster_match_the_local_run(tmp_path, roof_instance_model, cluster):
+    # touching roofs of different shades in rows crossing the 128-px chunk seams
+    row = [
+        (60, 100, 95, 122),
+        (60, 122, 90, 148),
+        (60, 148, 95, 170),
+        (200, 230, 230, 250),
+        (200, 250, 235, 280),
+    ]
+    image = write_rgb(tmp_path / "a.tif", scene(320, 320, row, ROOF_SHADES * 2))
+    common = dict(chunk_size=128, max_building_size_m=20.0, texture=False)
+    run(config(tmp_path, roof_instance_model, [image], "local.gpkg", **common))
+    remote = run(
+        config(tmp_path, roof_instance_model, [image], "remote.gpkg", scheduler=cluster.address, **common)
+    )
+    assert remote.metadata["units"] == 9 and remote.metadata["units_failed"] == 0
+    assert_same_buildings(tmp_path / "local.gpkg", tmp_path / "remote.gpkg")
+    assert len(remote.buildings) == len(row)
 
 
 def test_local_and_distributed_runs_write_the_same_geopackage(tmp_path, red_roof_model, cluster):
