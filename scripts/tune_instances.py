@@ -42,11 +42,12 @@ def main() -> None:
     card = json.loads(card_path.read_text())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "model.safetensors"
-        shutil.copy(args.checkpoint, weights)
         for threshold, kernel in itertools.product(
             (float(v) for v in args.thresholds.split(",")), (int(v) for v in args.kernels.split(","))
         ):
+            # one file per setting: the pipeline caches a loaded model (and its card) by path
+            weights = Path(tmp) / f"model_{threshold}_{kernel}.safetensors"
+            shutil.copy(args.checkpoint, weights)
             weights.with_suffix(".json").write_text(
                 json.dumps({**card, "center_threshold": threshold, "nms_kernel": kernel})
             )

@@ -101,3 +101,32 @@ def test_instances_need_an_instance_model(tmp_path, red_roof_model):
     plain = run(config(tmp_path, red_roof_model, [image]))
     assert json.loads(plain.metadata["parameters"])["instances"] is False
     assert np.isclose(plain.buildings.area_m2.iloc[0], 30 * 40 * 0.09)
+
+
+def test_bundled_instance_model_separates_buildings_on_a_real_tile(tmp_path):
+    """aerial-instances on a dense Kampala sample tile (an unseen city): more, smaller polygons, the same mask."""
+    import pyogrio
+
+    from bldgseg.models import load_checkpoint
+    from tests.conftest import SAMPLE
+
+    model, card = load_checkpoint("aerial-instances")
+    assert card.head == "instance" and card.architecture == "panoptic_unet" and card.license
+    assert "test_kampala_unseen_city" in card.metrics
+    image = SAMPLE / "images" / "kampala_OAM-309606-261636-19.tif"
+    common = dict(inputs=[image], model="aerial-instances", device="cpu", texture=False)
+    instances = run(RunConfig(output=tmp_path / "inst.gpkg", **common)).buildings
+    semantic = run(RunConfig(output=tmp_path / "sem.gpkg", instances=False, **common)).buildings
+    assert len(instances) > len(semantic) > 10
+    union_i = shapely.union_all(list(instances.geometry))
+    union_s = shapely.union_all(list(semantic.geometry))
+    # same building pixels; only the outlines' simplification differs
+    assert union_i.symmetric_difference(union_s).area < 0.05 * union_s.area
+    overlap = sum(
+        a.intersection(b).area
+        for i, a in enumerate(instances.geometry)
+        for b in instances.geometry[i + 1 :]
+        if a.intersects(b)
+    )
+    assert overlap < 1e-6 * union_i.area
+    assert pyogrio.read_info(tmp_path / "inst.gpkg", layer="buildings")["features"] == len(instances)
