@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -13,6 +14,8 @@ from bldgseg.models.checkpoint import ModelCard
 from bldgseg.tiling import iter_windows
 
 ProgressCallback = Callable[[int], None]
+#: Input sizes must be multiples of this for the registry's encoders (five 2x downsamplings).
+_STRIDE = 32
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -128,9 +131,14 @@ class Predictor:
         """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``.
 
         Channels from ``deepest_from`` on are not blended but taken from the window with the largest blending
-        weight at each pixel (the first such window on ties)."""
+        weight at each pixel (the first such window on ties). An image smaller than a window in both directions
+        is one window of its own size (rounded up to the networks' stride of 32): the model sees the image as
+        it saw its training crops, not three quarters of made-up padding."""
         _, height, width = rgb.shape
         tile = self.tile_size
+        if height < tile and width < tile:
+            tile = min(tile, _STRIDE * math.ceil(max(height, width) / _STRIDE))
+        weight = self.weight if tile == self.tile_size else blend_weight(tile)
         pad_h, pad_w = max(0, tile - height), max(0, tile - width)
         if pad_h or pad_w:
             rgb = np.pad(
@@ -157,12 +165,12 @@ class Predictor:
             for window, prob in zip(batch, probs, strict=True):
                 rows = slice(window.row_off, window.row_off + tile)
                 cols = slice(window.col_off, window.col_off + tile)
-                total[:soft, rows, cols] += prob[:soft] * self.weight
-                weights[rows, cols] += self.weight
+                total[:soft, rows, cols] += prob[:soft] * weight
+                weights[rows, cols] += weight
                 if soft < channels:
-                    better = self.weight > deepest[rows, cols]
+                    better = weight > deepest[rows, cols]
                     total[soft:, rows, cols][:, better] = prob[soft:][:, better]
-                    deepest[rows, cols][better] = self.weight[better]
+                    deepest[rows, cols][better] = weight[better]
             if progress:
                 progress(len(batch))
         out = np.zeros_like(total)

@@ -51,6 +51,20 @@ def test_small_image_is_padded(red_roof_model):
     assert prob.shape == (20, 30) and (prob >= 0.5).sum() == 25
 
 
+def test_image_smaller_than_a_window_is_one_window_of_its_own_size(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(tuple(args[0].shape)))
+    predictor = Predictor(model, card, "cpu", tile_size=512)
+    rgb = scene(200, 250, [(50, 60, 90, 120)])
+    prob = predictor.predict(rgb, np.ones((200, 250), bool))
+    assert seen == [(1, 3, 256, 256)]  # 250 rounded up to 32s, not padded to 512
+    assert np.array_equal(prob >= 0.5, rgb[0] == 220)
+    seen.clear()
+    predictor.predict(scene(200, 600, []), np.ones((200, 600), bool))
+    assert {s[2:] for s in seen} == {(512, 512)}  # wider than a window: full windows as before
+
+
 def test_tile_size_must_suit_the_network(red_roof_model):
     model, card = load_checkpoint(red_roof_model)
     with pytest.raises(InputError, match="multiple of 32"):

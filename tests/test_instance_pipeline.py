@@ -117,7 +117,8 @@ def test_bundled_instance_model_separates_buildings_on_a_real_tile(tmp_path):
     common = dict(inputs=[image], model="aerial-instances", device="cpu", texture=False)
     instances = run(RunConfig(output=tmp_path / "inst.gpkg", **common)).buildings
     semantic = run(RunConfig(output=tmp_path / "sem.gpkg", instances=False, **common)).buildings
-    assert len(instances) > len(semantic) > 10
+    # the dense block comes out as a few large blobs from the mask alone (10 here, one of ~3,500 m²)
+    assert len(instances) > 3 * len(semantic) and instances.area_m2.max() < 0.5 * semantic.area_m2.max()
     union_i = shapely.union_all(list(instances.geometry))
     union_s = shapely.union_all(list(semantic.geometry))
     # same building pixels; only the outlines' simplification differs
