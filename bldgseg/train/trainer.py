@@ -39,6 +39,8 @@ from bldgseg.models.pretrained import load_imagenet_encoder
 from bldgseg.train.data import Sample, to_tensor
 
 IGNORE = 255
+#: Smallest predicted building counted in validation instance metrics (``bldgseg run``'s --min-area default).
+MIN_AREA_M2 = 4.0
 ProgressFn = Callable[[str, int, int], None]
 EpochFn = Callable[[dict[str, Any]], None]
 
@@ -273,11 +275,14 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
 def instance_counts(
     sample: Sample, prob: torch.Tensor, maps: torch.Tensor, config: TrainConfig
 ) -> np.ndarray:
-    """(matched, true, predicted) instances of one validation sample, grouped as ``bldgseg run`` groups them;
-    ignored pixels count for neither."""
+    """(matched, true, predicted) instances of one validation sample, grouped as ``bldgseg run`` groups them
+    (including its default 4 m² minimum building area); ignored pixels count for neither."""
     known = sample.mask != IGNORE
     stacked = torch.cat([prob[None], maps[:3]]).cpu().numpy()
     predicted = label_instances(stacked, config.threshold, config.nms_kernel, config.center_threshold)
+    ids, sizes = np.unique(predicted, return_counts=True)
+    too_small = ids[(ids > 0) & (sizes < MIN_AREA_M2 / config.gsd_m**2)]
+    predicted[np.isin(predicted, too_small)] = 0
     truth = np.where(sample.mask == 1, sample.instances, 0)
     return np.array(match_instances(truth * known, predicted * known))
 
