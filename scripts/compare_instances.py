@@ -24,6 +24,7 @@ from bldgseg.pipeline import RunConfig, run
 
 
 def score(model: str, images: list[Path], labels: Path, instances: bool | None, **options) -> dict:
+    """Run ``model`` on ``images`` through the pipeline and score it against ``labels`` (pixel and polygon)."""
     with tempfile.TemporaryDirectory() as tmp:
         gpkg = Path(tmp) / "test.gpkg"
         start = time.perf_counter()

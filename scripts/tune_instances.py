@@ -16,10 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from train_aerial import oam_tiles  # scripts/ is on sys.path when run as a script
-
-from bldgseg.evaluate import evaluate
-from bldgseg.pipeline import RunConfig, run
+from compare_instances import score  # scripts/ is on sys.path when run as a script
+from train_aerial import oam_tiles
 
 
 def validation_tiles(aerial: Path) -> tuple[list[Path], Path]:
@@ -51,17 +49,9 @@ def main() -> None:
             weights.with_suffix(".json").write_text(
                 json.dumps({**card, "center_threshold": threshold, "nms_kernel": kernel})
             )
-            gpkg = Path(tmp) / f"val_{threshold}_{kernel}.gpkg"
-            run(RunConfig(inputs=images, output=gpkg, model=str(weights), device="auto"))
-            polygon = evaluate(gpkg, labels, images=images).overall["polygon"]
-            row = {
-                "center_threshold": threshold,
-                "nms_kernel": kernel,
-                "f1": polygon["f1"],
-                "count_error_relative": polygon["count_error_relative"],
-                "merged": polygon["merged"],
-                "split": polygon["split"],
-            }
+            scores = score(str(weights), images, labels, instances=None)
+            row = {"center_threshold": threshold, "nms_kernel": kernel}
+            row.update({k: scores[k] for k in ("f1", "count_error_relative", "merged", "split")})
             rows.append(row)
             print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: (r["f1"] or 0.0, -abs(r["count_error_relative"] or 0.0)))
