@@ -77,35 +77,24 @@ class RoofInstanceNet(RedRoofNet):
 register_architecture("roof-instance-test", RoofInstanceNet)
 
 
+def save_test_model(model: nn.Module, folder: Path, name: str, **card: object) -> Path:
+    """A checkpoint (weights + card) of a test model registered as ``name``, at 0.3 m with threshold 0.5."""
+    full = ModelCard(name=name, architecture=name, encoder="none", gsd_m=0.3, threshold=0.5, **card)
+    return save_checkpoint(model, full, folder / "models" / f"{name}.safetensors")
+
+
 @pytest.fixture
 def red_roof_model(tmp_path: Path) -> Path:
-    """A checkpoint (weights + card) of :class:`RedRoofNet` at 0.3 m, 64-pixel tiles, 16 overlap."""
-    card = ModelCard(
-        name="red-roof-test",
-        architecture="red-roof-test",
-        encoder="none",
-        tile_size=64,
-        overlap=16,
-        gsd_m=0.3,
-        threshold=0.5,
-    )
-    return save_checkpoint(RedRoofNet(), card, tmp_path / "models" / "red-roof.safetensors")
+    """A checkpoint of :class:`RedRoofNet` at 0.3 m, 64-pixel tiles, 16 overlap."""
+    return save_test_model(RedRoofNet(), tmp_path, "red-roof-test", tile_size=64, overlap=16)
 
 
 @pytest.fixture
 def roof_instance_model(tmp_path: Path) -> Path:
     """A checkpoint of :class:`RoofInstanceNet` (instance head) at 0.3 m, 96-pixel tiles, 64 overlap."""
-    card = ModelCard(
-        name="roof-instance-test",
-        architecture="roof-instance-test",
-        encoder="none",
-        tile_size=96,
-        overlap=64,
-        gsd_m=0.3,
-        threshold=0.5,
-        head="instance",
+    return save_test_model(
+        RoofInstanceNet(), tmp_path, "roof-instance-test", tile_size=96, overlap=64, head="instance"
     )
-    return save_checkpoint(RoofInstanceNet(), card, tmp_path / "models" / "roof-instance.safetensors")
 
 
 def write_rgb(

@@ -35,9 +35,8 @@ from bldgseg.executors import (
     slurm_cluster,
     task_resources,
 )
-from bldgseg.models import ModelCard, save_checkpoint
 from bldgseg.pipeline import RunConfig, run
-from tests.conftest import REPO, ROOF_SHADES, scene, write_rgb
+from tests.conftest import REPO, ROOF_SHADES, save_test_model, scene, write_rgb
 from tests.dask_preload import SlowRedRoofNet
 
 pytestmark = pytest.mark.distributed
@@ -173,16 +172,7 @@ def cluster(tmp_path_factory):
 
 
 def slow_model(folder: Path) -> Path:
-    card = ModelCard(
-        name="red-roof-slow-test",
-        architecture="red-roof-slow-test",
-        encoder="none",
-        tile_size=64,
-        overlap=16,
-        gsd_m=0.3,
-        threshold=0.5,
-    )
-    return save_checkpoint(SlowRedRoofNet(), card, folder / "models" / "slow.safetensors")
+    return save_test_model(SlowRedRoofNet(), folder, "red-roof-slow-test", tile_size=64, overlap=16)
 
 
 def config(tmp_path: Path, model: Path, inputs: list[Path], output: str = "out.gpkg", **kw) -> RunConfig:
