@@ -188,6 +188,19 @@ class PoseFields:
     heading_ref: str | None = None  # EXIF GPSImgDirectionRef: T (true) or M (magnetic)
 
 
+#: The numeric fields of :class:`PoseFields`, as the pose table columns and the merge of two sources name them.
+NUMERIC_POSE_FIELDS = (
+    "lon",
+    "lat",
+    "heading_deg",
+    "pitch_deg",
+    "roll_deg",
+    "hfov_deg",
+    "focal_px",
+    "camera_height_m",
+)
+
+
 @dataclass(frozen=True)
 class CameraPose:
     """A usable pose: where the camera stood (WGS84), how high above the ground, and its model."""
@@ -384,16 +397,7 @@ def read_pose_table(path: Path, layer: str | None = None) -> dict[str, PoseField
         if not name:
             continue
         pose = PoseFields(source=path.name)
-        for key in (
-            "lon",
-            "lat",
-            "heading_deg",
-            "pitch_deg",
-            "roll_deg",
-            "hfov_deg",
-            "focal_px",
-            "camera_height_m",
-        ):
+        for key in NUMERIC_POSE_FIELDS:
             if key in columns:
                 setattr(pose, key, _number(values[columns[key]]))
         if lonlat is not None and (pose.lon is None or pose.lat is None):
@@ -438,17 +442,7 @@ def _merge(primary: PoseFields | None, secondary: PoseFields | None) -> tuple[Po
         only = primary or secondary
         return replace(only, problems=list(only.problems)), list(only.problems)
     merged = PoseFields(source=f"{primary.source}+{secondary.source}")
-    for key in (
-        "lon",
-        "lat",
-        "heading_deg",
-        "pitch_deg",
-        "roll_deg",
-        "hfov_deg",
-        "focal_px",
-        "camera_height_m",
-        "projection",
-    ):
+    for key in (*NUMERIC_POSE_FIELDS, "projection"):
         a, b = getattr(primary, key), getattr(secondary, key)
         setattr(merged, key, a if a is not None else b)
     merged.heading_ref = secondary.heading_ref if primary.heading_deg is None else None
