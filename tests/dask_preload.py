@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bldgseg import pipeline  # noqa: E402
-from bldgseg.models import register_architecture  # noqa: E402
+from bldgseg.models import DEFAULT_MODEL, register_architecture  # noqa: E402
+from bldgseg.pipeline import unit as pipeline_unit  # noqa: E402
 from tests.conftest import RedRoofNet  # noqa: E402  (registers "red-roof-test")
 
 SLOW_SECONDS = 0.05
@@ -45,17 +45,17 @@ def worker_name(_item):
 # Count model loads per process, so tests can check that a worker loads each model once, not once per task.
 # Idempotent: the file may be executed more than once in one process (a worker preload, then an import).
 def _install_load_counter() -> Counter:
-    current = pipeline.load_checkpoint
+    current = pipeline_unit.load_checkpoint
     if hasattr(current, "model_loads"):
         return current.model_loads
     counts: Counter[str] = Counter()
 
-    def counting_load_checkpoint(name_or_path=pipeline.DEFAULT_MODEL):
+    def counting_load_checkpoint(name_or_path=DEFAULT_MODEL):
         counts[str(name_or_path)] += 1
         return current(name_or_path)
 
     counting_load_checkpoint.model_loads = counts  # type: ignore[attr-defined]
-    pipeline.load_checkpoint = counting_load_checkpoint
+    pipeline_unit.load_checkpoint = counting_load_checkpoint
     return counts
 
 
@@ -64,4 +64,4 @@ _install_load_counter()
 
 def model_loads() -> dict[str, int]:
     """How many times this process loaded each model (run on workers with ``client.run``)."""
-    return dict(pipeline.load_checkpoint.model_loads)  # type: ignore[attr-defined]
+    return dict(pipeline_unit.load_checkpoint.model_loads)  # type: ignore[attr-defined]

@@ -119,7 +119,7 @@ def test_an_interrupted_default_run_asks_for_resume(tmp_path, red_roof_model, im
 
 
 def test_failed_unit_goes_to_errors_and_is_retried_on_resume(tmp_path, red_roof_model, image, monkeypatch):
-    import bldgseg.pipeline as pipeline
+    import bldgseg.pipeline.unit as pipeline
 
     real = pipeline.process_unit
 

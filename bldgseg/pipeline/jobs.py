@@ -1,0 +1,166 @@
+"""The jobs: ``run`` (rasters to GeoPackages of buildings) and ``predict_rasters`` (probability COGs only).
+
+A work unit is one chunk (core + halo) of one raster. Each unit runs on an executor (local threads by default,
+a LocalCluster of processes with ``workers``, an existing Dask cluster with ``scheduler``, SLURM with
+``cluster="slurm"``, see :mod:`bldgseg.executors`), which predicts, vectorizes and measures it and writes the
+buildings it owns as a part file in the run directory (:mod:`bldgseg.runstate`). Only small records travel
+back to the client. When every unit is done the parts are merged, in unit order, into the output GeoPackage
+(atomically), so the result does not depend on the executor or on the order units finished in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import rasterio
+
+from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.executors import check_executor_options
+from bldgseg.io import RasterInfo, SkippedInput, scan_inputs
+from bldgseg.models import ModelCard
+from bldgseg.pipeline.config import ProgressFn, RunConfig, UnitSettings, unit_settings
+from bldgseg.pipeline.execute import execute_units, load_preloads, prepare_run_dir
+from bldgseg.pipeline.outputs import (
+    RunError,
+    RunResult,
+    check_output,
+    probability_targets,
+    run_metadata,
+    write_outputs,
+    write_probability_maps,
+)
+from bldgseg.pipeline.plan import WorkUnit, gdal_cache_mb, output_crs, plan_units, split_mixed_crs
+from bldgseg.runstate import RunDir, UnitRecord
+
+#: GDAL block cache of the client (MiB) while it scans inputs, assembles probability maps and merges: without a
+#: cap GDAL keeps up to 5 % of RAM of decompressed blocks, e.g. of every tile the input scan touched.
+CLIENT_GDAL_CACHE_MB = 128
+
+
+@dataclass
+class Execution:
+    """The executed part of a job: its settings, units, run directory, and which units finished or failed."""
+
+    card: ModelCard
+    settings: UnitSettings
+    units: list[WorkUnit]
+    rundir: RunDir
+    stats: dict[str, Any]
+    finished: dict[str, UnitRecord]
+    failed: dict[str, UnitRecord]
+
+    def close(self, outputs: str | list[str]) -> None:
+        """Record the session's end, and remove a temporary run directory (the job is complete)."""
+        self.rundir.end_session(self.stats["completed"], self.stats["failed"], outputs)
+        if self.rundir.temporary:
+            self.rundir.remove()
+
+
+def run(config: RunConfig, progress: ProgressFn | None = None) -> RunResult:
+    """The main job: every input raster to one GeoPackage of buildings (or one per image)."""
+    with _client_gdal_cache():
+        return _run(config, progress)
+
+
+def predict_rasters(
+    config: RunConfig, progress: ProgressFn | None = None
+) -> tuple[list[Path], list[SkippedInput]]:
+    """Probability COGs only (``bldgseg predict``): one per input in ``config.save_masks``."""
+    with _client_gdal_cache():
+        return _predict_rasters(config, progress)
+
+
+def _client_gdal_cache() -> rasterio.Env:
+    return rasterio.Env(GDAL_CACHEMAX=CLIENT_GDAL_CACHE_MB * 2**20)
+
+
+def _scan(config: RunConfig) -> tuple[list[RasterInfo], list[SkippedInput]]:
+    """Import the preloaded modules, then find and check the input rasters."""
+    load_preloads(config.preload)
+    return scan_inputs(config.inputs, glob=config.glob, bands=config.bands)
+
+
+def _execute(
+    config: RunConfig,
+    infos: list[RasterInfo],
+    vectorize: bool,
+    default_run_dir: Path,
+    progress: ProgressFn | None,
+) -> Execution:
+    """The middle of every job: settings, work units, run directory, then every unit not finished yet run."""
+    card, settings = unit_settings(config, vectorize=vectorize)
+    settings.gdal_cache_mb = gdal_cache_mb(infos, config.chunk_size, config.max_building_size_m)
+    units = plan_units(infos, config.chunk_size, config.max_building_size_m)
+    rundir = prepare_run_dir(config, settings, card, default_run_dir)
+    stats = execute_units(config, settings, units, infos, rundir, progress)
+    finished, failed = rundir.records([u.uid for u in units])
+    return Execution(card, settings, units, rundir, stats, finished, failed)
+
+
+def _run(config: RunConfig, progress: ProgressFn | None) -> RunResult:
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    check_executor_options(workers=config.workers, scheduler=config.scheduler, cluster=config.cluster)
+    infos, skipped, errors = _run_inputs(config)
+    job = _execute(config, infos, True, _default_run_dir(config), progress)
+    errors += [
+        RunError(Path(job.failed[u.uid].raster), job.failed[u.uid].error or "failed", "unit", u.uid)
+        for u in job.units
+        if u.uid in job.failed
+    ]
+    if config.save_masks is not None:
+        write_probability_maps(infos, job.units, job.rundir, Path(config.save_masks), job.finished)
+    crs = output_crs(infos, config.crs)
+    records = [job.finished[u.uid] for u in job.units if u.uid in job.finished]
+    metadata = run_metadata(
+        config, job.card, job.settings, infos, errors, started, time.perf_counter() - t0, records, job.stats
+    )
+    metadata["buildings"] = sum(r.buildings for r in records)
+    metadata["images"] = len(infos)
+    output = write_outputs(config, job.units, job.rundir, job.finished, crs, metadata, errors)
+    job.close([str(p) for p in output] if isinstance(output, list) else str(output))
+    return RunResult(output, None, skipped, metadata, errors, crs)
+
+
+def _run_inputs(config: RunConfig) -> tuple[list[RasterInfo], list[SkippedInput], list[RunError]]:
+    """The rasters a run uses, the files it leaves out (unreadable, or in a folder's minority CRS) as
+    errors, after refusing an existing output."""
+    infos, skipped = _scan(config)
+    infos, mixed = split_mixed_crs(config, infos)
+    errors = [RunError(s.path, s.reason, "scan") for s in skipped]
+    errors += [RunError(s.path, s.reason, "crs") for s in mixed]
+    skipped = skipped + mixed
+    check_output(config, infos)
+    if not infos:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise InputError(
+            f"no usable input rasters among {len(skipped)} file(s) found{': ' + reasons if reasons else ''}"
+        )
+    return infos, skipped, errors
+
+
+def _default_run_dir(config: RunConfig) -> Path:
+    if config.per_image:
+        return Path(config.output) / ".bldgseg-run"
+    output = Path(config.output)
+    return output.with_name(f".{output.name}.run")
+
+
+def _predict_rasters(config: RunConfig, progress: ProgressFn | None) -> tuple[list[Path], list[SkippedInput]]:
+    infos, skipped = _scan(config)
+    if not infos:
+        raise InputError(f"no usable input rasters among {len(skipped)} file(s) found")
+    folder = Path(config.save_masks)
+    by_path = probability_targets(folder, infos)
+    targets = [by_path[i.path] for i in infos]
+    existing = [t for t in targets if t.exists()]
+    if existing and not config.overwrite:
+        raise OutputExistsError(f"{existing[0]}: already exists; pass --overwrite or choose another folder")
+    job = _execute(config, infos, False, folder / ".bldgseg-predict-run", progress)
+    write_probability_maps(infos, job.units, job.rundir, folder, job.finished)
+    job.close([str(t) for t in targets])
+    return targets, skipped

@@ -1,0 +1,278 @@
+"""What a run produces: building columns, the runs and errors tables, merged GeoPackages, probability maps."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import rasterio
+import torch
+
+from bldgseg import __version__
+from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
+from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.io import RasterInfo, SkippedInput
+from bldgseg.models import ModelCard
+from bldgseg.pipeline.config import RunConfig, UnitSettings
+from bldgseg.pipeline.plan import WorkUnit, units_by_raster
+from bldgseg.probmaps import ProbabilityMapWriter
+from bldgseg.runstate import RunDir, UnitRecord, merge_buildings, part_paths
+
+_LOCATION = ["centroid_lon", "centroid_lat"]
+#: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
+BUILDING_COLUMNS = [
+    *(c for c in SHAPE_COLUMNS if c not in _LOCATION),
+    "confidence",
+    "height_m",
+    *IMAGE_COLUMNS,
+    *_LOCATION,
+    "source_image",
+    "model",
+]
+
+#: Columns of the ``errors`` table (files left out, units that failed).
+ERROR_COLUMNS = ["path", "reason", "stage", "unit"]
+
+
+@dataclass(frozen=True)
+class RunError:
+    """A file left out (``stage`` "scan" or "crs") or a work unit that failed (``stage`` "unit")."""
+
+    path: Path
+    reason: str
+    stage: str = "scan"
+    unit: str = ""
+
+
+class RunResult:
+    """What a run produced. ``buildings`` is read back from the output on first access (it may be large)."""
+
+    def __init__(
+        self,
+        output: Path | list[Path],
+        buildings: gpd.GeoDataFrame | None,
+        skipped: list[SkippedInput],
+        metadata: dict[str, Any] | None = None,
+        errors: list[RunError] | None = None,
+        crs: Any = None,
+    ):
+        self.output = output
+        self._buildings = buildings
+        self.skipped = skipped
+        self.metadata = metadata if metadata is not None else {}
+        self.errors = errors if errors is not None else [RunError(s.path, s.reason) for s in skipped]
+        self._crs = crs
+
+    @property
+    def buildings(self) -> gpd.GeoDataFrame:
+        if self._buildings is None:
+            outputs = self.output if isinstance(self.output, list) else [self.output]
+            frames = [pyogrio.read_dataframe(p, layer="buildings") for p in outputs]
+            if self._crs is not None:
+                frames = [f.to_crs(self._crs) if f.crs is not None else f for f in frames]
+            if len(frames) == 1:
+                self._buildings = frames[0]
+            else:
+                crs = self._crs if self._crs is not None else (frames[0].crs if frames else None)
+                self._buildings = merge_frames(frames, crs)
+        return self._buildings
+
+    @property
+    def failed_units(self) -> list[RunError]:
+        return [e for e in self.errors if e.stage == "unit"]
+
+
+def order_columns(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The documented column order; missing measurement columns are added empty."""
+    for name in BUILDING_COLUMNS:
+        if name not in gdf.columns:
+            gdf[name] = "" if name in ("source_image", "model") else np.nan
+    return gdf[BUILDING_COLUMNS + ["geometry"]]
+
+
+def merge_frames(parts: list[gpd.GeoDataFrame], crs: Any) -> gpd.GeoDataFrame:
+    """Concatenate building frames, reprojecting each to ``crs``."""
+    frames = [p.to_crs(crs) for p in parts if len(p)]
+    if not frames:
+        return empty_buildings(crs)
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
+
+
+def empty_buildings(crs: Any) -> gpd.GeoDataFrame:
+    """An empty ``buildings`` frame with every column."""
+    return order_columns(
+        gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, geometry="geometry", crs=crs)
+    )
+
+
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """A file stem per input, prefixed with its folder's name where stems repeat."""
+    names = Counter(p.stem for p in paths)
+    return {p: p.stem if names[p.stem] == 1 else f"{p.parent.name}_{p.stem}" for p in paths}
+
+
+def per_image_targets(config: RunConfig, paths: list[Path]) -> dict[Path, Path]:
+    """Output GeoPackage of each input with ``per_image``."""
+    return {p: Path(config.output) / f"{stem}.gpkg" for p, stem in unique_stems(paths).items()}
+
+
+def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Path]:
+    """The probability COG of each input in ``folder``."""
+    stems = unique_stems([info.path for info in infos])
+    return {info.path: Path(folder) / f"{stems[info.path]}.probability.tif" for info in infos}
+
+
+def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
+    """Refuse an existing output before any work is done."""
+    if config.per_image:
+        existing = [p for p in per_image_targets(config, [i.path for i in infos]).values() if p.exists()]
+        if existing and not config.overwrite:
+            raise OutputExistsError(
+                f"{existing[0]}: already exists ({len(existing)} in all); pass --overwrite or choose another folder"
+            )
+        return
+    if config.output.exists() and not config.overwrite:
+        raise OutputExistsError(
+            f"{config.output}: already exists; pass --overwrite to replace it or choose another -o"
+        )
+    if config.output.suffix.lower() != ".gpkg":
+        raise InputError(
+            f"{config.output}: the output must be a GeoPackage (.gpkg); use e.g. -o buildings.gpkg"
+        )
+
+
+def run_metadata(
+    config: RunConfig,
+    card: ModelCard,
+    settings: UnitSettings,
+    infos: list[RasterInfo],
+    errors: list[RunError],
+    started: datetime,
+    seconds: float,
+    records: list[UnitRecord],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The row of the ``runs`` table."""
+    devices = sorted({r.device for r in records if r.device})
+    return {
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bldgseg_version": __version__,
+        "torch_version": torch.__version__,
+        "device": ",".join(devices) or config.device,
+        "model": card.name,
+        "model_card": json.dumps(card.to_dict()),
+        "parameters": json.dumps(_run_parameters(config, settings), default=str),
+        "inputs": json.dumps([_input_summary(i) for i in infos]),
+        "errors": json.dumps([{"path": str(e.path), "reason": e.reason, "stage": e.stage} for e in errors]),
+        "executor": stats["executor"],
+        "units": stats["units"],
+        "units_resumed": stats["resumed"],
+        "units_failed": sum(1 for e in errors if e.stage == "unit"),
+        "workers": len({(r.host, r.pid) for r in records}),
+        "peak_worker_rss_mb": max((r.maxrss_mb for r in records), default=0.0),
+        "seconds_total": round(seconds, 2),
+        "seconds_cluster_start": stats["seconds_cluster_start"],
+        "seconds_processing": stats["seconds_processing"],
+        "seconds_in_units": round(sum(r.seconds for r in records), 2),
+    }
+
+
+def _run_parameters(config: RunConfig, settings: UnitSettings) -> dict[str, Any]:
+    """Every option of the run (paths as text), with the threshold and instance grouping actually used."""
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "inputs"}
+    params.update(threshold=settings.threshold, instances=settings.instances, output=str(config.output))
+    return params
+
+
+def _input_summary(info: RasterInfo) -> dict[str, Any]:
+    """One input raster as the ``runs`` table lists it."""
+    return {
+        "path": str(info.path),
+        "crs": info.crs.to_string(),
+        "gsd_m": round(info.gsd_m, 4),
+        "width": info.width,
+        "height": info.height,
+        "bands": list(info.bands),
+        "stretch_8bit": info.stretch,
+    }
+
+
+def errors_frame(errors: list[RunError]) -> pd.DataFrame:
+    """The ``errors`` table: one row per file left out or unit failed, with the one-line reason."""
+    return pd.DataFrame(
+        {
+            "path": [str(e.path) for e in errors],
+            "reason": [e.reason for e in errors],
+            "stage": [e.stage for e in errors],
+            "unit": [e.unit for e in errors],
+        },
+        columns=ERROR_COLUMNS,
+        dtype="string",
+    )
+
+
+def write_outputs(
+    config: RunConfig,
+    units: list[WorkUnit],
+    rundir: RunDir,
+    finished: dict[str, UnitRecord],
+    crs: Any,
+    metadata: dict[str, Any],
+    errors: list[RunError],
+) -> Path | list[Path]:
+    """Merge the parts into one GeoPackage, or one per input image into the ``output`` folder."""
+    tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
+    empty = empty_buildings(crs)
+
+    def merge(target: Path, selected: list[WorkUnit]) -> None:
+        chosen = [u for u in selected if u.uid in finished]
+        multi = any(finished[u.uid].multi for u in chosen)
+        parts = [part_paths(rundir.path, u.uid)[0] for u in chosen]
+        merge_buildings(target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi)
+
+    if not config.per_image:
+        merge(config.output, units)
+        return config.output
+    Path(config.output).mkdir(parents=True, exist_ok=True)
+    by_raster = units_by_raster(units)
+    targets = per_image_targets(config, list(by_raster))
+    for path, selected in by_raster.items():
+        merge(targets[path], selected)
+    return [targets[path] for path in by_raster]
+
+
+def write_probability_maps(
+    infos: list[RasterInfo],
+    units: list[WorkUnit],
+    rundir: RunDir,
+    folder: Path,
+    finished: dict[str, UnitRecord],
+) -> list[Path]:
+    """One probability COG per raster in ``folder``, assembled chunk by chunk from the units' parts."""
+    targets = probability_targets(folder, infos)
+    by_raster = units_by_raster(units)
+    written = []
+    for info in infos:
+        writer = ProbabilityMapWriter(info, targets[info.path])
+        try:
+            for unit in by_raster[info.path]:
+                _gpkg, prob_tif, _error = part_paths(rundir.path, unit.uid)
+                if unit.uid not in finished or not prob_tif.exists():
+                    continue  # a failed unit stays 0
+                with rasterio.open(prob_tif) as ds:
+                    scaled = ds.read(1)
+                writer.write(scaled.astype(np.float32) / 255.0, unit.chunk.core)
+        except BaseException:
+            writer.abort()
+            raise
+        written.append(writer.close())
+    return written

@@ -1,0 +1,129 @@
+"""Planning a run: work units (chunk + halo) with stable ids, mixed-CRS files, the output CRS, GDAL cache sizes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from bldgseg.io import RasterInfo, SkippedInput, discover_inputs
+from bldgseg.pipeline.config import RunConfig
+from bldgseg.tiling import Chunk, plan_chunks
+
+
+@dataclass
+class WorkUnit:
+    """One chunk of one raster: the core it owns and the halo-grown window it reads."""
+
+    info: RasterInfo
+    chunk: Chunk
+    index: int
+    #: Stable id (raster path, size, mtime, windows): names the unit's part file, the same in every session.
+    uid: str = ""
+
+
+def halo_pixels(info: RasterInfo, max_building_size_m: float) -> int:
+    """Halo wide enough for the largest building, in source pixels."""
+    return int(np.ceil(max_building_size_m / info.gsd_m))
+
+
+def plan_units(infos: list[RasterInfo], chunk_size: int, max_building_size_m: float) -> list[WorkUnit]:
+    """Split every raster into chunks with a halo; small rasters are one unit. Each unit gets a stable id."""
+    units: list[WorkUnit] = []
+    for info in infos:
+        halo = halo_pixels(info, max_building_size_m)
+        identity = file_identity(info.path)
+        for chunk in plan_chunks(info.height, info.width, chunk_size, halo):
+            text = f"{identity}|{window_key(chunk.core)}|{window_key(chunk.read)}"
+            uid = hashlib.sha1(text.encode()).hexdigest()[:20]
+            units.append(WorkUnit(info, chunk, len(units), uid))
+    return units
+
+
+def file_identity(path: Path) -> str:
+    """The file's path, size and modification time (the path alone when it cannot be read)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path)
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def window_key(window: Window) -> str:
+    """``col,row,width,height`` of a window, in whole pixels."""
+    return f"{int(window.col_off)},{int(window.row_off)},{int(window.width)},{int(window.height)}"
+
+
+def units_by_raster(units: list[WorkUnit]) -> dict[Path, list[WorkUnit]]:
+    """The units of each raster, rasters and units in plan order."""
+    by_raster: dict[Path, list[WorkUnit]] = defaultdict(list)
+    for unit in units:
+        by_raster[unit.info.path].append(unit)
+    return by_raster
+
+
+def gdal_cache_mb(infos: list[RasterInfo], chunk_size: int, max_building_size_m: float) -> int:
+    """GDAL block cache for one unit: twice its largest read window at 16 bits per band (at least 64 MiB)."""
+    halo = max((halo_pixels(i, max_building_size_m) for i in infos), default=0)
+    side = chunk_size + 2 * halo
+    return max(64, int(np.ceil(2 * 3 * 2 * side * side / 2**20)))
+
+
+def output_crs(infos: list[RasterInfo], requested: str | None) -> Any:
+    """The requested CRS, else the most common input CRS (the first one on a tie)."""
+    if requested:
+        return requested
+    counts = Counter(info.crs.to_string() for info in infos)
+    best = max(counts.values())
+    return next(info.crs for info in infos if counts[info.crs.to_string()] == best)
+
+
+def split_mixed_crs(
+    config: RunConfig, infos: list[RasterInfo]
+) -> tuple[list[RasterInfo], list[SkippedInput]]:
+    """Leave out files whose CRS differs from the majority of their folder (unless ``config.crs`` is set).
+
+    Only files found by searching a folder argument are grouped (by their own folder); files named one by one
+    are reprojected into the output CRS as before. The majority is the most common CRS in the folder, the
+    first file's (sorted by name) on a tie.
+    """
+    if config.crs or not infos:
+        return infos, []
+    searched: set[Path] = set()
+    for raw in config.inputs:
+        if Path(raw).is_dir():
+            searched.update(discover_inputs(raw, config.glob))
+    groups: dict[Path, list[RasterInfo]] = defaultdict(list)
+    for info in infos:
+        if info.path in searched:
+            groups[info.path.parent].append(info)
+    left_out: dict[Path, SkippedInput] = {}
+    for folder, members in groups.items():
+        left_out.update(_minority_crs_files(folder, members))
+    kept = [i for i in infos if i.path not in left_out]
+    return kept, [left_out[i.path] for i in infos if i.path in left_out]
+
+
+def _minority_crs_files(folder: Path, members: list[RasterInfo]) -> dict[Path, SkippedInput]:
+    """The files of one folder whose CRS is not the folder's majority CRS, each with its reason."""
+    counts = Counter(m.crs.to_string() for m in members)
+    if len(counts) < 2:
+        return {}
+    best = max(counts.values())
+    majority = next(m.crs.to_string() for m in members if counts[m.crs.to_string()] == best)
+    left_out: dict[Path, SkippedInput] = {}
+    for m in members:
+        crs = m.crs.to_string()
+        if crs != majority:
+            left_out[m.path] = SkippedInput(
+                m.path,
+                f"{m.path.name}: mixed CRS in folder {folder}: this file is in {crs}, "
+                f"{counts[majority]} other file(s) in {majority}; reproject it "
+                f"(`gdalwarp -t_srs {majority} {m.path.name} out.tif`) or pass --crs to accept mixed CRSs",
+            )
+    return left_out

@@ -1,0 +1,292 @@
+"""Worker side of a run: the cached predictor, one chunk predicted, vectorized, measured and saved as a part."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from rasterio.windows import transform as window_transform
+
+from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
+from bldgseg.errors import BldgsegError, DeviceError, ModelError
+from bldgseg.inference import Predictor, resolve_device
+from bldgseg.instances import label_instances, resample_instance_maps
+from bldgseg.io import RasterInfo, read_rgb
+from bldgseg.models import load_checkpoint
+from bldgseg.pipeline.config import UnitSettings
+from bldgseg.pipeline.outputs import order_columns
+from bldgseg.pipeline.plan import WorkUnit, window_key
+from bldgseg.runstate import UnitRecord, write_error_part, write_part
+from bldgseg.tiling import model_shape
+from bldgseg.vectorize import instances_to_polygons, mask_to_polygons
+
+
+@dataclass
+class UnitResult:
+    unit: WorkUnit
+    buildings: gpd.GeoDataFrame
+    probability: np.ndarray | None
+    seconds: float
+
+
+_PREDICTORS: dict[tuple, Predictor] = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def get_predictor(settings: UnitSettings) -> Predictor:
+    """The model is loaded once per process (worker) and reused by every unit."""
+    key = (
+        settings.model,
+        settings.device,
+        settings.batch_size,
+        settings.tta,
+        settings.tile_size,
+        settings.overlap,
+    )
+    with _PREDICTOR_LOCK:
+        if key not in _PREDICTORS:
+            if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
+                torch.set_num_threads(settings.torch_threads)
+            model, card = load_checkpoint(settings.model)
+            _PREDICTORS[key] = Predictor(
+                model,
+                card,
+                worker_device(settings.device),
+                settings.batch_size,
+                settings.tta,
+                settings.tile_size,
+                settings.overlap,
+            )
+        return _PREDICTORS[key]
+
+
+def worker_device(name: str) -> torch.device:
+    """The device of this process; a LocalCluster worker *i* on a multi-GPU machine takes GPU *i* mod count."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        index = _local_worker_index()
+        if index is not None:
+            return torch.device("cuda", index % torch.cuda.device_count())
+    return device
+
+
+def _local_worker_index() -> int | None:
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return None
+    return name if isinstance(name, int) else None
+
+
+def predict_chunk(
+    unit: WorkUnit, predictor: Predictor, instances: bool = False, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Probability, validity and (with ``instances``) instance labels on the source grid of the unit's read
+    window. The model sees the window resampled to its GSD; its maps are resampled back (bilinear, offsets
+    rescaled), so building pixels are the same with or without instances. ``threshold``: the card's if None.
+    """
+    info, read = unit.info, unit.chunk.read
+    scale = info.gsd_m / predictor.card.gsd_m
+    shape = model_shape(read, scale)
+    rgb, valid = read_rgb(info, read, out_shape=shape)
+    source_shape = (int(read.height), int(read.width))
+    if instances:
+        maps = resample_instance_maps(predictor.predict_instances(rgb, valid), source_shape)
+    else:
+        maps = predictor.predict(rgb, valid)[None]
+        if shape != source_shape:
+            tensor = torch.from_numpy(maps)[None]
+            maps = F.interpolate(tensor, size=source_shape, mode="bilinear", align_corners=False)[0].numpy()
+    if shape != source_shape:
+        mask = torch.from_numpy(valid.astype(np.float32))[None, None]
+        valid = F.interpolate(mask, size=source_shape, mode="nearest")[0, 0].numpy() > 0.5
+        maps[:, ~valid] = 0.0
+    prob = np.ascontiguousarray(maps[0], dtype=np.float32)
+    if not instances:
+        return prob, valid, None
+    # NMS window and stray-fragment size follow the model's pixels on the source grid
+    card = predictor.card
+    labels = label_instances(
+        maps,
+        card.threshold if threshold is None else threshold,
+        nms_kernel=max(3, 2 * round(card.nms_kernel // 2 / scale) + 1),
+        center_threshold=card.center_threshold,
+        min_pixels=max(1, round(16 / scale**2)),
+    )
+    return prob, valid, labels
+
+
+def owned_by_core(polygons: gpd.GeoDataFrame, info: RasterInfo, core: Window) -> gpd.GeoDataFrame:
+    """Keep the polygons whose representative point lies in the core (half-open), so each is kept once."""
+    if polygons.empty:
+        return polygons
+    left, bottom, right, top = window_bounds(core, info.transform)
+    xmin, xmax = min(left, right), max(left, right)
+    ymin, ymax = min(bottom, top), max(bottom, top)
+    points = polygons.geometry.representative_point()
+    inside = (points.x >= xmin) & (points.x < xmax) & (points.y > ymin) & (points.y <= ymax)
+    return polygons[inside.to_numpy()]
+
+
+def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
+    """Predict, vectorize and measure one work unit (in memory; :func:`run_unit` persists it)."""
+    start = time.perf_counter()
+    predictor = get_predictor(settings)
+    grouped = settings.instances and settings.vectorize  # probability maps alone need no grouping
+    prob, _, labels = predict_chunk(unit, predictor, grouped, settings.threshold)
+    info, read = unit.info, unit.chunk.read
+    core_prob = None
+    if settings.keep_probability:
+        core = unit.chunk.core
+        r0, c0 = int(core.row_off - read.row_off), int(core.col_off - read.col_off)
+        core_prob = prob[r0 : r0 + int(core.height), c0 : c0 + int(core.width)]
+    if not settings.vectorize:
+        return UnitResult(
+            unit,
+            order_columns(gpd.GeoDataFrame(geometry=[], crs=info.crs)),
+            core_prob,
+            time.perf_counter() - start,
+        )
+    polygons = _vectorize(unit, settings, prob, labels)
+    polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
+    buildings = measure_buildings(polygons, info, settings, predictor.card.name)
+    return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
+
+
+def _vectorize(
+    unit: WorkUnit, settings: UnitSettings, prob: np.ndarray, labels: np.ndarray | None
+) -> gpd.GeoDataFrame:
+    """Polygons of the read window: one per instance label, else per connected component above threshold."""
+    info = unit.info
+    transform = window_transform(unit.chunk.read, info.transform)
+    if labels is not None:
+        return instances_to_polygons(
+            labels,
+            transform,
+            info.crs,
+            prob=prob,
+            min_area_m2=settings.min_area_m2,
+            simplify_m=settings.simplify_m,
+            regularize=settings.regularize,
+            crs_units_per_m=abs(info.transform.a) / info.gsd_m,
+        )
+    return mask_to_polygons(
+        prob >= settings.threshold,
+        transform,
+        info.crs,
+        prob=prob,
+        min_area_m2=settings.min_area_m2,
+        simplify_m=settings.simplify_m,
+        regularize=settings.regularize,
+    )
+
+
+def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord:
+    """Process one unit and write its part file (runs on the worker); returns only a small record.
+
+    A unit that fails on its data (unreadable pixels, a bad window...) is recorded as an error part and the
+    run goes on; model and device problems are raised, they would fail every unit.
+    """
+    start = time.perf_counter()
+    common = {
+        "uid": unit.uid,
+        "raster": str(unit.info.path),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    cache = (
+        rasterio.Env(GDAL_CACHEMAX=settings.gdal_cache_mb * 2**20)
+        if settings.gdal_cache_mb
+        else contextlib.nullcontext()
+    )
+    try:
+        with cache:
+            result = process_unit(unit, settings)
+    except (ModelError, DeviceError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        record = UnitRecord(
+            **common,
+            seconds=time.perf_counter() - start,
+            error=f"chunk {window_key(unit.chunk.core)}: {one_line(exc)}",
+            maxrss_mb=_maxrss_mb(),
+        )
+        write_error_part(run_dir, record)
+        return record
+    buildings = result.buildings
+    multi = bool(len(buildings)) and bool((buildings.geometry.geom_type == "MultiPolygon").any())
+    predictor = get_predictor(settings)
+    record = UnitRecord(
+        **common,
+        buildings=len(buildings),
+        seconds=time.perf_counter() - start,
+        device=str(predictor.device),
+        maxrss_mb=_maxrss_mb(),
+        multi=multi,
+    )
+    profile = None
+    if result.probability is not None:
+        info = unit.info
+        profile = {"crs": info.crs, "transform": window_transform(unit.chunk.core, info.transform)}
+    write_part(run_dir, record, buildings, result.probability, profile)
+    return record
+
+
+def _maxrss_mb() -> float:
+    """Peak resident memory of this process (MiB).
+
+    Linux: ``VmHWM`` of ``/proc/self/status``. ``ru_maxrss`` is not used there because it survives ``exec``: a
+    worker spawned by a big client process would report the client's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message (or type), whitespace squeezed."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if not text:
+        return name
+    return text if isinstance(exc, BldgsegError) else f"{name}: {text}"
+
+
+def measure_buildings(
+    polygons: gpd.GeoDataFrame, info: RasterInfo, settings: UnitSettings, model_name: str
+) -> gpd.GeoDataFrame:
+    """Add shape, image and height attributes to vectorized polygons."""
+    parts = [polygons[["geometry", "confidence"]], shape_attributes(polygons)]
+    if settings.texture:
+        parts.append(image_attributes(polygons, info.path, bands=info.bands))
+    parts.append(
+        height_attributes(polygons, ndsm=settings.ndsm, dsm=settings.dsm, dtm=settings.dtm).to_frame()
+    )
+    frame = pd.concat(parts, axis=1)
+    frame["source_image"] = str(info.path)
+    frame["model"] = model_name
+    return order_columns(gpd.GeoDataFrame(frame, geometry="geometry", crs=info.crs))
