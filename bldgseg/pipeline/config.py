@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -143,31 +143,80 @@ def use_instances(card: ModelCard, requested: bool | None) -> bool:
     return card.head == "instance" if requested is None else bool(requested)
 
 
+# ------------------------------------------------------------------------------------------ resume hash
+# Every field of RunConfig and UnitSettings defines a run's results (and goes into the hash a resumed run must
+# match) unless it is listed below with the reason it must not. A new option is therefore hashed by default.
+
+#: UnitSettings fields left out of the resume hash.
+UNIT_SETTINGS_UNHASHED: dict[str, str] = {
+    "model": "a path that may differ between machines; hashed as the card name and weight/card digests",
+    "device": "a run may be resumed on another device",
+    "batch_size": "changes speed and memory, not the predictions",
+    "keep_probability": "parts lacking a probability map are re-run when one is needed (RunDir.finished)",
+    "torch_threads": "set by the executor",
+    "gdal_cache_mb": "a cache size, derived from the chunk size",
+}
+
+#: RunConfig fields left out of the resume hash. The fields UnitSettings also has are hashed through their
+#: resolved UnitSettings value (a threshold of None as the card's, relative height-model paths made absolute).
+RUN_CONFIG_UNHASHED: dict[str, str] = {
+    "inputs": "each unit's id already names its raster (path, size, mtime) and windows",
+    "output": "the parts are merged into it at the end; a resumed run may write elsewhere",
+    "model": "hashed as the card name and weight/card digests",
+    "device": "a run may be resumed on another device",
+    "batch_size": "changes speed and memory, not the predictions",
+    "save_masks": "parts lacking a probability map are re-run when one is needed (RunDir.finished)",
+    "per_image": "only how the parts are merged",
+    "overwrite": "only whether existing outputs may be replaced",
+    "crs": "parts are kept in their raster's CRS; the output CRS is applied when merging",
+    "scheduler": "the executor",
+    "threads": "the executor",
+    "workers": "the executor",
+    "cluster": "the executor",
+    "slurm": "the executor",
+    "run_dir": "where the parts are kept",
+    "resume": "whether to continue, not what is computed",
+    "preload": "imports that register code; the model itself is hashed by its weights and card",
+}
+
+
+def hashed_field_names(
+    config: RunConfig | type[RunConfig] = RunConfig, settings: UnitSettings | type[UnitSettings] = UnitSettings
+) -> tuple[list[str], list[str]]:
+    """The fields of ``config`` and of ``settings`` (classes or instances) that go into the resume hash.
+
+    A field hashed from both is taken from ``settings``, where it is resolved (threshold, absolute paths...).
+    """
+    settings_names = [f.name for f in fields(settings) if f.name not in UNIT_SETTINGS_UNHASHED]
+    config_names = [
+        f.name for f in fields(config) if f.name not in RUN_CONFIG_UNHASHED and f.name not in settings_names
+    ]
+    return config_names, settings_names
+
+
 def result_settings(config: RunConfig, settings: UnitSettings, card: ModelCard) -> dict[str, Any]:
     """What defines a run's results (hashed into the run directory's manifest; resume needs it unchanged).
 
-    Device, batch size, executor, output and overwrite are left out: a run may be resumed elsewhere.
+    Every field of ``config`` and ``settings`` but those of :data:`RUN_CONFIG_UNHASHED` and
+    :data:`UNIT_SETTINGS_UNHASHED` (device, batch size, executor, output...: a run may be resumed elsewhere),
+    plus the model's name and the digests of its weights and card.
     """
     weights = resolve_checkpoint(settings.model)
-    return {
+    values: dict[str, Any] = {
         "model": card.name,
         "model_weights_sha256": file_digest(weights),
         "model_card_sha256": file_digest(weights.with_suffix(".json")),
-        "bands": list(config.bands) if config.bands else None,
-        "glob": config.glob,
-        "tta": settings.tta,
-        "threshold": settings.threshold,
-        "tile_size": settings.tile_size,
-        "overlap": settings.overlap,
-        "min_area_m2": settings.min_area_m2,
-        "simplify_m": settings.simplify_m,
-        "regularize": settings.regularize,
-        "texture": settings.texture,
-        "ndsm": str(settings.ndsm) if settings.ndsm else None,
-        "dsm": str(settings.dsm) if settings.dsm else None,
-        "dtm": str(settings.dtm) if settings.dtm else None,
-        "chunk_size": config.chunk_size,
-        "max_building_size_m": config.max_building_size_m,
-        "vectorize": settings.vectorize,
-        "instances": settings.instances,
     }
+    config_names, settings_names = hashed_field_names(config, settings)
+    values.update((name, _json_value(getattr(config, name))) for name in config_names)
+    values.update((name, _json_value(getattr(settings, name))) for name in settings_names)
+    return values
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as it reads back from the manifest's JSON: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
