@@ -19,7 +19,7 @@ from pathlib import Path
 
 from train_aerial import oam_tiles  # scripts/ is on sys.path when run as a script
 
-from bldgseg.evaluate import evaluate
+from bldgseg.evaluation import evaluate
 from bldgseg.pipeline import RunConfig, run
 
 

@@ -25,8 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bldgseg.evaluate import evaluate
-from bldgseg.evaluation_report import write_report
+from bldgseg.evaluation import evaluate, write_report
 from bldgseg.pipeline import RunConfig, run
 from bldgseg.train.augment import build_augmentation
 from bldgseg.train.datasets import TrainSample, load_geotiff_footprints, load_mask_pairs

@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 
 from bldgseg.cli.evaluate import evaluate_command
 from bldgseg.errors import InputError, OutputExistsError
-from bldgseg.evaluate import (
+from bldgseg.evaluation import (
     attribute_errors,
     evaluate,
     match_polygons,
     pixel_metrics,
     summarize_attribute_errors,
 )
-from bldgseg.evaluation_report import MERGED_RGB, SPLIT_RGB
+from bldgseg.evaluation.report import MERGED_RGB, SPLIT_RGB
 from tests.conftest import write_rgb
 
 UTM = "EPSG:32636"
@@ -351,7 +351,7 @@ def test_invalid_truth_polygons_are_repaired_before_clipping():
     """A self-intersecting (bow-tie) footprint crossing the image edge must not crash the clip."""
     from shapely.geometry import Polygon
 
-    from bldgseg import evaluate as ev
+    from bldgseg.evaluation import units as ev
 
     bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10), (0, 0)])
     assert not bowtie.is_valid
@@ -361,7 +361,7 @@ def test_invalid_truth_polygons_are_repaired_before_clipping():
         def extent(self):
             return box(5, -5, 20, 20)
 
-    clipped = ev._clip(frame, Grid())
+    clipped = ev.clip_to_grid(frame, Grid())
     assert len(clipped) == 1 and clipped.geometry.iloc[0].is_valid
     assert clipped.geometry.iloc[0].area == pytest.approx(25.0)
 

@@ -132,8 +132,9 @@ class ImageView:
 class EvaluationReport:
     """Metrics of one evaluation: ``overall`` and ``per_image`` (image name -> metrics), plus ``settings``.
 
-    Each metrics dict has ``pixel``, ``polygon`` and ``attributes`` sections (see ``bldgseg.evaluate``);
-    undefined ratios (e.g. precision with no prediction) are ``None``. ``views`` feed the overlay pictures.
+    Each metrics dict has ``pixel``, ``polygon`` and ``attributes`` sections (see
+    ``bldgseg.evaluation.metrics``); undefined ratios (e.g. precision with no prediction) are ``None``.
+    ``views`` feed the overlay pictures.
     """
 
     overall: dict[str, Any]
