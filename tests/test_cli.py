@@ -1,7 +1,11 @@
 """CLI through Typer's runner (fast paths) and a real subprocess on the bundled sample data and model."""
 
+import inspect
+import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -13,7 +17,11 @@ from typer.testing import CliRunner
 
 from bldgseg import __version__
 from bldgseg.cli import app
-from tests.conftest import SAMPLE, scene, write_rgb
+from bldgseg.cli.run import build_run_config, run
+from bldgseg.cli.scaling import ExecutorOptions
+from bldgseg.cli.train import train_settings
+from bldgseg.pipeline import RunConfig
+from tests.conftest import REPO, SAMPLE, scene, write_rgb
 
 runner = CliRunner()
 
@@ -23,6 +31,49 @@ def test_version_and_help():
     assert result.exit_code == 0 and __version__ in result.output
     result = runner.invoke(app, ["run", "-h"])
     assert result.exit_code == 0 and "--overwrite" in result.output
+
+
+HEAVY_MODULES = ("torch", "rasterio", "geopandas")
+
+
+def test_help_of_every_command_imports_no_heavy_library():
+    """``bldgseg --help`` stays fast: the library (torch, rasterio, geopandas) is imported by commands only."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import typer
+        from typer.testing import CliRunner
+        from bldgseg.cli import app
+        for command in ["", *typer.main.get_command(app).commands]:
+            result = CliRunner().invoke(app, [command, "-h"] if command else ["-h"])
+            assert result.exit_code == 0, (command, result.output)
+        print(",".join(name for name in sys.argv[1:] if name in sys.modules))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", code, *HEAVY_MODULES]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"imported by the help alone: {proc.stdout.strip()}"
+
+
+def test_run_flags_at_their_defaults_give_the_library_defaults():
+    """Every ``run`` flag reaches RunConfig (by name or renamed), and the CLI's defaults are the library's."""
+    flags = {name: param.default for name, param in inspect.signature(run).parameters.items()}
+    flags.update(inputs=[Path("a.tif")], output=Path("o.gpkg"))
+    config = build_run_config(flags, ExecutorOptions.from_flags(flags))
+    assert config == RunConfig(inputs=[Path("a.tif")], output=Path("o.gpkg"))
+    flags.update(min_area=9.0, no_texture=True, resume=Path("runs/x"), preload=["m"], bands="3,2,1")
+    config = build_run_config(flags, ExecutorOptions.from_flags(flags))
+    assert (config.min_area_m2, config.texture, config.bands, config.preload) == (9.0, False, (3, 2, 1), ("m",))
+    assert config.run_dir == Path("runs/x") and config.resume
+
+
+def test_train_flags_become_settings_under_the_library_names():
+    flags = {"config": None, "out": Path("training"), "resume": False, "images": [], "init_weights": None}
+    flags.update(arch="unet", gsd=0.3, val_region="1,2,3,4", epochs=None, instances=False)
+    settings = train_settings(flags)
+    assert settings == {"architecture": "unet", "gsd_m": 0.3, "val_region": (1.0, 2.0, 3.0, 4.0), "instances": False}
 
 
 def test_run_reports_each_bad_file_on_one_line_and_processes_the_rest(tmp_path, red_roof_model):

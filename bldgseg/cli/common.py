@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,16 @@ def call(func: Callable[..., T], *args, **kwargs) -> T:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         code = next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
         raise typer.Exit(code) from exc
+
+
+def reporting_errors(command: Callable[..., T]) -> Callable[..., T]:
+    """The same command (signature and help), its project errors reported by :func:`call`."""
+
+    @functools.wraps(command)
+    def reporting(*args, **kwargs) -> T:
+        return call(command, *args, **kwargs)
+
+    return reporting
 
 
 @contextmanager
@@ -82,5 +93,6 @@ def wide_console() -> Console:
 
 
 def report_skipped(skipped) -> None:
+    """One yellow line per input the library skipped, with its reason."""
     for item in skipped:
         console.print(f"[yellow]skipped:[/] {item.reason}", highlight=False, soft_wrap=True)

@@ -1,20 +1,22 @@
 """``bldgseg evaluate``: score predictions against ground truth; parsing and the summary table only.
 
-Registered in ``bldgseg.cli.app`` with ``app.command("evaluate")(evaluate_command)``; project errors are raised
-(``BldgsegError`` subclasses) for the caller to report, so this module imports nothing from ``app``.
+Registered in ``bldgseg.cli.app`` as ``reporting_errors(evaluate_command)``: project errors are raised
+(``BldgsegError`` subclasses) for the caller to report.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bldgseg.evaluate import EvaluationReport, evaluate
-from bldgseg.evaluation_report import check_report_output, write_report
+from bldgseg.cli.options import out_folder_option, overwrite_option, threshold_option
+
+if TYPE_CHECKING:
+    from bldgseg.evaluate import EvaluationReport
 
 __all__ = ["evaluate_command", "summary_table"]
 
@@ -68,21 +70,22 @@ def evaluate_command(
             "--images", "-i", help="Imagery the predictions came from (default: the source_image column)."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("evaluation"),
+    out: Annotated[Path, out_folder_option("Report folder.")] = Path("evaluation"),
     iou_threshold: Annotated[
         float, typer.Option("--iou-threshold", min=0.0, max=1.0, help="Polygon match at IoU >= this.")
     ] = 0.5,
     gt_layer: Annotated[str | None, typer.Option("--gt-layer", help="Layer of GT to read.")] = None,
     pred_layer: Annotated[str, typer.Option("--pred-layer", help="Layer of PRED to read.")] = "buildings",
-    threshold: Annotated[
-        float, typer.Option("--threshold", min=0.0, max=1.0, help="Cut for probability rasters.")
-    ] = 0.5,
+    threshold: Annotated[float, threshold_option("Cut for probability rasters.")] = 0.5,
     edge_rule: Annotated[
         str, typer.Option("--edge-rule", help="Buildings cut by an image edge: clip (default) or point.")
     ] = "clip",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing report.")] = False,
 ) -> None:
     """Compare predictions with ground truth: pixel and polygon metrics, report with overlay pictures."""
+    from bldgseg.evaluate import evaluate
+    from bldgseg.evaluation_report import check_report_output, write_report
+
     check_report_output(out, overwrite)
     report = evaluate(
         pred,

@@ -8,80 +8,95 @@ from typing import Annotated
 import typer
 
 from bldgseg.cli.common import call, console, progress_bar, report_skipped
+from bldgseg.cli.options import (
+    BatchSizeOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    footprints_layer_option,
+    model_option,
+    output_option,
+    tta_option,
+)
+
+__all__ = ["street_command"]
+
+PhotosArg = Annotated[
+    list[Path], typer.Argument(help="Photos (JPEG/PNG) or folders of them (searched recursively).")
+]
+FootprintsOpt = Annotated[
+    Path,
+    typer.Option("--footprints", "-f", help="Building footprints: a bldgseg run GeoPackage or any layer."),
+]
+CamerasOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cameras",
+        "-c",
+        help="Camera poses (CSV or point layer): photo, lon, lat, heading, pitch, roll, hfov or focal_px, "
+        "camera_height_m, projection. Overrides EXIF field by field.",
+    ),
+]
+StreetFootprintsLayerOpt = Annotated[
+    str | None, footprints_layer_option("Layer of --footprints (default: buildings or first).")
+]
+FacadeModelOpt = Annotated[str, model_option("Facade model: bundled name or path to a .safetensors.")]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels", help="Folder of precomputed label PNGs (class ids, named like the photos); no model."
+    ),
+]
+SaveLabelsOpt = Annotated[
+    Path | None,
+    typer.Option("--save-labels", help="Write each photo's label mask (PNG) into this folder."),
+]
+MaxSideOpt = Annotated[
+    int,
+    typer.Option("--max-side", min=0, help="Parse photos at this longer side in pixels (0: full size)."),
+]
+PanoMaxSideOpt = Annotated[
+    int, typer.Option("--pano-max-side", min=0, help="The same for equirectangular panoramas.")
+]
+CameraHeightOpt = Annotated[
+    float,
+    typer.Option("--camera-height", min=0.01, help="Camera height above the ground (m) when a pose has none."),
+]
+HfovOpt = Annotated[
+    float | None,
+    typer.Option("--hfov", min=1.0, max=179.0, help="Horizontal field of view (deg) when a photo has none."),
+]
+MaxDistanceOpt = Annotated[
+    float, typer.Option("--max-distance", min=1.0, help="Measure facades up to this distance (m).")
+]
+MinColumnsOpt = Annotated[
+    int, typer.Option("--min-columns", min=1, help="Image columns a facade needs to be measured.")
+]
+ReplaceHeightOpt = Annotated[
+    bool,
+    typer.Option("--replace-height", help="Street height replaces a height_m the footprints already have."),
+]
 
 
 def street_command(
-    photos: Annotated[
-        list[Path], typer.Argument(help="Photos (JPEG/PNG) or folders of them (searched recursively).")
-    ],
-    footprints: Annotated[
-        Path,
-        typer.Option(
-            "--footprints", "-f", help="Building footprints: a bldgseg run GeoPackage or any layer."
-        ),
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output GeoPackage.")],
-    cameras: Annotated[
-        Path | None,
-        typer.Option(
-            "--cameras",
-            "-c",
-            help="Camera poses (CSV or point layer): photo, lon, lat, heading, pitch, roll, hfov or focal_px, "
-            "camera_height_m, projection. Overrides EXIF field by field.",
-        ),
-    ] = None,
-    footprints_layer: Annotated[
-        str | None,
-        typer.Option("--footprints-layer", help="Layer of --footprints (default: buildings or first)."),
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Facade model: bundled name or path to a .safetensors.")
-    ] = "facade",
-    labels: Annotated[
-        Path | None,
-        typer.Option(
-            "--labels", help="Folder of precomputed label PNGs (class ids, named like the photos); no model."
-        ),
-    ] = None,
-    save_labels: Annotated[
-        Path | None,
-        typer.Option("--save-labels", help="Write each photo's label mask (PNG) into this folder."),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")] = 4,
-    tta: Annotated[bool, typer.Option("--tta", help="Average over flips (4x slower).")] = False,
-    max_side: Annotated[
-        int,
-        typer.Option("--max-side", min=0, help="Parse photos at this longer side in pixels (0: full size)."),
-    ] = 1024,
-    pano_max_side: Annotated[
-        int, typer.Option("--pano-max-side", min=0, help="The same for equirectangular panoramas.")
-    ] = 4096,
-    camera_height: Annotated[
-        float,
-        typer.Option(
-            "--camera-height", min=0.01, help="Camera height above the ground (m) when a pose has none."
-        ),
-    ] = 1.6,
-    hfov: Annotated[
-        float | None,
-        typer.Option(
-            "--hfov", min=1.0, max=179.0, help="Horizontal field of view (deg) when a photo has none."
-        ),
-    ] = None,
-    max_distance: Annotated[
-        float, typer.Option("--max-distance", min=1.0, help="Measure facades up to this distance (m).")
-    ] = 60.0,
-    min_columns: Annotated[
-        int, typer.Option("--min-columns", min=1, help="Image columns a facade needs to be measured.")
-    ] = 5,
-    replace_height: Annotated[
-        bool,
-        typer.Option(
-            "--replace-height", help="Street height replaces a height_m the footprints already have."
-        ),
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    photos: PhotosArg,
+    footprints: FootprintsOpt,
+    output: Annotated[Path, output_option("Output GeoPackage.")],
+    cameras: CamerasOpt = None,
+    footprints_layer: StreetFootprintsLayerOpt = None,
+    model: FacadeModelOpt = "facade",
+    labels: LabelsOpt = None,
+    save_labels: SaveLabelsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 4,
+    tta: Annotated[bool, tta_option("Average over flips (4x slower).")] = False,
+    max_side: MaxSideOpt = 1024,
+    pano_max_side: PanoMaxSideOpt = 4096,
+    camera_height: CameraHeightOpt = 1.6,
+    hfov: HfovOpt = None,
+    max_distance: MaxDistanceOpt = 60.0,
+    min_columns: MinColumnsOpt = 5,
+    replace_height: ReplaceHeightOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Measure building height, floors, facade width and window-to-wall ratio from street photos."""
     from bldgseg.street.job import StreetConfig, run_street

@@ -1,0 +1,78 @@
+"""``bldgseg info`` and ``models``: describe the inputs of a run, list the models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bldgseg.cli.common import call, parse_bands, report_skipped, wide_console
+from bldgseg.cli.options import BandsOpt, GlobOpt, InputsArg, ModelOpt, chunk_size_option
+
+__all__ = ["card_summary", "info", "models"]
+
+INFO_COLUMNS = ("file", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
+
+
+def card_summary(metrics: dict) -> str:
+    """One line of the card's headline accuracy."""
+    test = metrics.get("test_kampala_unseen_city", {})
+    if "pixel" in test:
+        f1 = test.get("polygon_iou50", {}).get("f1")
+        return f"Kampala (unseen) pixel IoU {test['pixel']['iou']:.2f}" + (
+            f", polygon F1 {f1:.2f}" if f1 else ""
+        )
+    val = metrics.get("validation_pixel", {})
+    if "miou_building_window_door_sky" in val:
+        return f"val mIoU building/window/door/sky {val['miou_building_window_door_sky']:.2f}"
+    return f"val IoU {val['iou']:.2f}" if "iou" in val else ""
+
+
+def models() -> None:
+    """List the registry's architectures and the bundled checkpoints."""
+    from bldgseg.models import ModelCard, bundled_models, list_architectures
+
+    table = Table(title="Bundled checkpoints")
+    table.add_column("name", no_wrap=True)
+    for column in ("architecture", "encoder", "GSD (m)", "tile", "classes", "metrics"):
+        table.add_column(column)
+    for name, path in sorted(bundled_models().items()):
+        card = ModelCard.from_json(path.with_suffix(".json"))
+        summary = card_summary(card.metrics)
+        table.add_row(
+            name,
+            card.architecture,
+            card.encoder,
+            f"{card.gsd_m:g}",
+            str(card.tile_size),
+            ",".join(card.classes),
+            summary,
+        )
+    wide_console().print(table)
+    wide_console().print("Architectures: " + ", ".join(list_architectures()))
+
+
+def info(
+    inputs: InputsArg,
+    glob: GlobOpt = "*.tif*",
+    bands: BandsOpt = None,
+    model: ModelOpt = "aerial-buildings",
+    chunk_size: Annotated[int, chunk_size_option()] = 4096,
+) -> None:
+    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found."""
+    from bldgseg.report import describe_inputs
+
+    rows, skipped = call(
+        describe_inputs, inputs, glob=glob, bands=parse_bands(bands), model=model, chunk_size=chunk_size
+    )
+    table = Table(title=f"{len(rows)} usable raster(s), {len(skipped)} problem(s)")
+    table.add_column("file", no_wrap=True)
+    for column in ("CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row[key]) for key in INFO_COLUMNS])
+    wide_console().print(table)
+    report_skipped(skipped)
+    if not rows:
+        raise typer.Exit(2)
