@@ -16,7 +16,7 @@ from rich.table import Table
 from bldgseg.cli.options import out_folder_option, overwrite_option, threshold_option
 
 if TYPE_CHECKING:
-    from bldgseg.evaluate import EvaluationReport
+    from bldgseg.evaluation import EvaluationReport
 
 __all__ = ["evaluate_command", "summary_table"]
 
@@ -83,8 +83,7 @@ def evaluate_command(
     overwrite: Annotated[bool, overwrite_option("Replace an existing report.")] = False,
 ) -> None:
     """Compare predictions with ground truth: pixel and polygon metrics, report with overlay pictures."""
-    from bldgseg.evaluate import evaluate
-    from bldgseg.evaluation_report import check_report_output, write_report
+    from bldgseg.evaluation import check_report_output, evaluate, write_report
 
     check_report_output(out, overwrite)
     report = evaluate(
