@@ -36,6 +36,7 @@ __all__ = [
     "open_raster_info",
     "read_rgb",
     "scan_inputs",
+    "valid_pixels",
 ]
 
 DEFAULT_GLOB = "*.tif*"
@@ -372,6 +373,19 @@ def ground_sample_distance(
 # ---------------------------------------------------------------------------------------------- pixels
 
 
+def valid_pixels(masks: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """The valid-pixel rule: GDAL masks (nodata, alpha, internal mask) set and, for float data, finite values.
+
+    ``masks`` and ``data`` are one band (H, W) or several (B, H, W) read alike (``read_masks`` / ``read``); the
+    result is (H, W) bool, True where every band is valid.
+    """
+    valid = np.asarray(masks) != 0
+    data = np.asarray(data)
+    if data.dtype.kind in "fc":
+        valid = valid & np.isfinite(data)
+    return np.all(valid, axis=0) if valid.ndim == 3 else valid
+
+
 def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     scale = min(1.0, max_side / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
@@ -387,11 +401,10 @@ def estimate_stretch(dataset: Any, bands: Sequence[int]) -> tuple[tuple[float, f
     oh, ow = _decimated_shape(int(dataset.height), int(dataset.width), STRETCH_MAX_PIXELS)
     shape = (len(indexes), oh, ow)
     data = dataset.read(indexes, out_shape=shape, resampling=Resampling.nearest)
-    masks = dataset.read_masks(indexes, out_shape=shape, resampling=Resampling.nearest) != 0
+    masks = dataset.read_masks(indexes, out_shape=shape, resampling=Resampling.nearest)
     result = []
     for band_data, band_mask in zip(data, masks, strict=True):
-        ok = band_mask & np.isfinite(band_data) if band_data.dtype.kind == "f" else band_mask
-        values = band_data[ok]
+        values = band_data[valid_pixels(band_mask, band_data)]
         if values.size:
             low, high = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
         elif band_data.dtype.kind in "iu":
@@ -468,9 +481,7 @@ def read_rgb(
             "check the file with `gdalinfo -checksum` and re-export it"
         ) from exc
 
-    valid = np.all(masks != 0, axis=0)
-    if data.dtype.kind == "f":
-        valid &= np.all(np.isfinite(data), axis=0)
+    valid = valid_pixels(masks, data)
     if info.stretch is None and data.dtype == np.uint8:
         rgb = data
     else:
