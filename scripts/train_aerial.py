@@ -29,7 +29,9 @@ from bldgseg.evaluate import evaluate
 from bldgseg.evaluation_report import write_report
 from bldgseg.pipeline import RunConfig, run
 from bldgseg.train.augment import build_augmentation
-from bldgseg.train.datasets import TrainSample, load_geotiff_footprints, load_mask_pairs
+from bldgseg.train.data import TrainSample
+from bldgseg.train.datasets import load_mask_pairs
+from bldgseg.train.footprint_samples import load_geotiff_footprints
 from bldgseg.train.trainer import TrainConfig, train
 
 GSD = 0.3
