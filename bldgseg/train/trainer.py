@@ -1,5 +1,7 @@
-"""Training: AdamW with a cosine or one-cycle schedule, BCE/CE + Dice or Lovász, AMP on CUDA, best/last
-checkpoints with complete model cards, resume, early stopping and a per-epoch metrics table.
+"""The training loop: AdamW with a cosine or one-cycle schedule, AMP on CUDA, best/last checkpoints.
+
+Checkpoints carry complete model cards; runs resume, stop early or on a time budget, and keep a per-epoch
+metrics table.
 
 With ``instances=True`` the model is the Panoptic-DeepLab-style ``panoptic_<architecture>`` and each crop's
 target is :func:`bldgseg.instance_targets.instance_target_stack` of its mask and per-building ids (augmented
@@ -29,7 +31,7 @@ from bldgseg.inference import resolve_device
 from bldgseg.instance_targets import instance_target_stack
 from bldgseg.instances import NMS_KERNEL
 from bldgseg.models import ModelCard, build_model, save_checkpoint
-from bldgseg.models.pretrained import load_imagenet_encoder
+from bldgseg.models.pretrained import load_encoder_tensors, load_imagenet_encoder, read_state_dict
 from bldgseg.progress import ProgressFn, report_progress
 from bldgseg.train.data import Sample, to_tensor
 from bldgseg.train.losses import Loss, make_loss, training_loss
@@ -173,19 +175,12 @@ def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
         raise InputError(
             f"{path}: encoder weights not found; give a .pth/.safetensors state dict, imagenet or none"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
     encoder = model.encoder.model if hasattr(model.encoder, "model") else model.encoder
-    result = encoder.load_state_dict(state, strict=False)
-    loaded = len(state) - len(result.unexpected_keys)
-    if result.missing_keys:
+    loaded, missing = load_encoder_tensors(encoder, read_state_dict(path))
+    if missing:
         raise InputError(
-            f"{path.name}: {len(result.missing_keys)} encoder tensors missing (e.g. "
-            f"{result.missing_keys[0]}); the file does not match encoder {config.encoder}"
+            f"{path.name}: {len(missing)} encoder tensors missing (e.g. {missing[0]}); "
+            f"the file does not match encoder {config.encoder}"
         )
     return model, loaded
 
