@@ -1,5 +1,8 @@
-"""Street-level photos: facade parsing, and building height, floors, facade width and window-to-wall ratio
-from camera geometry against the footprints (see ``geometry`` for the method)."""
+"""Street-level photos: facade parsing and per-building street attributes from camera geometry.
+
+Height, floors, facade width and window-to-wall ratio are measured against the footprints (see ``geometry``
+for the method).
+"""
 
 from bldgseg.street.aggregate import aggregate_observations, join_street
 from bldgseg.street.cameras import Camera

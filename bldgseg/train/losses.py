@@ -1,5 +1,8 @@
-"""Training losses: BCE/CE + Dice or Lovász (label 255 ignored), the Panoptic-DeepLab instance loss, and the
-loss of one training step of any registry model (with the HRNet-OCR auxiliary output)."""
+"""Training losses: semantic, Panoptic-DeepLab instance, and one training step's loss for any registry model.
+
+The semantic loss is BCE/CE + Dice or Lovász with label 255 ignored; a training step adds the HRNet-OCR
+auxiliary output's loss where the model has one.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Resumable training state: ``last.state.pt`` of plain tensors and numbers (loads with ``weights_only=True``)
-and the per-epoch ``metrics.csv``."""
+"""Resumable training state: ``last.state.pt`` (plain tensors and numbers) and the per-epoch ``metrics.csv``.
+
+The state holds only what ``torch.load(..., weights_only=True)`` reads: tensors, numbers, strings, lists and
+dicts (the optimizer's ``state_dict`` included), so resuming never unpickles arbitrary objects.
+"""
 
 from __future__ import annotations
 
