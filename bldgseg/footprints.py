@@ -11,7 +11,7 @@ import numpy as np
 import pyogrio
 import shapely
 
-from bldgseg.errors import InputError
+from bldgseg.errors import InputError, one_line
 
 __all__ = ["POLYGON_TYPES", "choose_layer", "polygonal_part", "read_footprints", "spatial_layers"]
 
@@ -86,7 +86,7 @@ def read_footprints(
         gdf = pyogrio.read_dataframe(path, layer=chosen, fid_as_index=fid_as_index)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise InputError(
-            f"{path.name}: cannot read footprints ({' '.join(str(exc).split())}); check the file and {option}"
+            f"{path.name}: cannot read footprints ({one_line(exc)}); check the file and {option}"
         ) from exc
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise InputError(f"{path.name}: layer {chosen!r} has no geometries; give a polygon layer with {option}")

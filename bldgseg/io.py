@@ -24,7 +24,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from bldgseg.errors import InputError
+from bldgseg.errors import InputError, one_line
 
 __all__ = [
     "DEFAULT_GLOB",
@@ -132,16 +132,6 @@ class SkippedInput:
     reason: str
 
 
-def _one_line(exc: BaseException) -> str:
-    """The most informative message of ``exc`` (or its cause), squeezed onto one line."""
-    text = str(exc)
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and (not text or "previous exception" in text):
-        text = str(cause) or text
-    text = " ".join(text.split())
-    return text or type(exc).__name__
-
-
 def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterInfo:
     """Open ``path``, validate it and return its :class:`RasterInfo`.
 
@@ -157,7 +147,7 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
             dataset = rasterio.open(path)
     except RasterioError as exc:
         raise InputError(
-            f"{name}: cannot be opened as a raster ({_one_line(exc)}); "
+            f"{name}: cannot be opened as a raster ({one_line(exc)}); "
             "check that the file is complete and in a GDAL-readable format (e.g. run `gdalinfo` on it)"
         ) from exc
     with dataset as ds:
@@ -167,7 +157,7 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
             raise
         except (RasterioError, CRSError, ProjError) as exc:
             raise InputError(
-                f"{name}: cannot be read ({_one_line(exc)}); "
+                f"{name}: cannot be read ({one_line(exc)}); "
                 "check the file with `gdalinfo -checksum` and re-export it"
             ) from exc
 
@@ -219,7 +209,7 @@ def _probe_blocks(ds: Any, name: str) -> None:
         ds.read(window=Window(ds.width - 1, ds.height - 1, 1, 1))
     except Exception as exc:  # any GDAL failure here means the pixel data is unusable
         raise InputError(
-            f"{name}: pixel data cannot be read, the file is truncated or corrupt ({_one_line(exc)}); "
+            f"{name}: pixel data cannot be read, the file is truncated or corrupt ({one_line(exc)}); "
             "copy or export the file again"
         ) from exc
 
@@ -316,7 +306,7 @@ def ground_sample_distance(
         pcrs = pyproj.CRS.from_user_input(crs)
     except CRSError as exc:
         raise InputError(
-            f"{name}: unusable coordinate reference system ({_one_line(exc)}); "
+            f"{name}: unusable coordinate reference system ({one_line(exc)}); "
             "assign a valid one with `gdal_edit.py -a_srs EPSG:<code> FILE`"
         ) from exc
     if pcrs.is_compound and pcrs.sub_crs_list:
@@ -477,7 +467,7 @@ def read_rgb(
             )
     except RasterioError as exc:
         raise InputError(
-            f"{info.path.name}: reading window {win} failed ({_one_line(exc)}); "
+            f"{info.path.name}: reading window {win} failed ({one_line(exc)}); "
             "check the file with `gdalinfo -checksum` and re-export it"
         ) from exc
 

@@ -22,7 +22,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from bldgseg.errors import InputError
+from bldgseg.errors import InputError, one_line
 from bldgseg.io import SkippedInput, open_raster_info, read_rgb
 from bldgseg.palettes import IGNORE_INDEX, colours_to_classes, palette_table
 from bldgseg.train.data import SampleList, TrainSample
@@ -47,7 +47,7 @@ def _is_georeferenced(path: Path) -> bool:
                 return bool(ds.crs) and not ds.transform.is_identity
     except RasterioError as exc:
         raise InputError(
-            f"{path.name}: cannot be opened ({' '.join(str(exc).split())}); check that the file is complete"
+            f"{path.name}: cannot be opened ({one_line(exc)}); check that the file is complete"
         ) from exc
 
 
@@ -71,7 +71,7 @@ def _read_single_band(path: Path) -> np.ndarray:
                     band = ds.read(1)
         except RasterioError as exc:
             raise InputError(
-                f"{path.name}: cannot be read as a mask ({' '.join(str(exc).split())}); export it again"
+                f"{path.name}: cannot be read as a mask ({one_line(exc)}); export it again"
             ) from exc
         if band.dtype != np.uint8:
             if band.size and (np.nanmin(band) < 0 or np.nanmax(band) > 255):

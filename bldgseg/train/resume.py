@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bldgseg.errors import InputError
+from bldgseg.errors import InputError, one_line
 from bldgseg.files import atomic_replace
 from bldgseg.models import load_checkpoint
 
@@ -59,7 +59,7 @@ def load_training_state(
         saved = torch.load(state_path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise InputError(
-            f"{state_path}: cannot be read as a training state ({' '.join(str(exc).split())[:200]}); "
+            f"{state_path}: cannot be read as a training state ({one_line(exc)[:200]}); "
             "start again without --resume"
         ) from exc
     optimizer.load_state_dict(saved.pop("optimizer"))
