@@ -363,15 +363,14 @@ def ground_sample_distance(
 # ---------------------------------------------------------------------------------------------- pixels
 
 
-def valid_pixels(masks: np.ndarray, data: np.ndarray) -> np.ndarray:
+def valid_pixels(masks: np.ndarray, data: np.ndarray | None = None) -> np.ndarray:
     """The valid-pixel rule: GDAL masks (nodata, alpha, internal mask) set and, for float data, finite values.
 
     ``masks`` and ``data`` are one band (H, W) or several (B, H, W) read alike (``read_masks`` / ``read``); the
-    result is (H, W) bool, True where every band is valid.
+    result is (H, W) bool, True where every band is valid. ``data`` may be left out for integer bands.
     """
     valid = np.asarray(masks) != 0
-    data = np.asarray(data)
-    if data.dtype.kind in "fc":
+    if data is not None and np.asarray(data).dtype.kind in "fc":
         valid = valid & np.isfinite(data)
     return np.all(valid, axis=0) if valid.ndim == 3 else valid
 
