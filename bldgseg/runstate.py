@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,12 +39,11 @@ from bldgseg.errors import InputError, OutputExistsError
 from bldgseg.export import (
     EMPTY_LAYER_GEOMETRY_TYPE,
     GPKG_VERSION,
-    _atomic_write,
-    _check_frames,
-    _refuse_existing,
-    _write_styles,
+    check_frames,
     default_building_style,
+    write_styles,
 )
+from bldgseg.files import GPKG_SIDECARS, atomic_replace, atomic_write, refuse_existing
 
 __all__ = [
     "MANIFEST",
@@ -127,25 +125,9 @@ class UnitRecord:
 # ------------------------------------------------------------------------------------- worker side
 
 
-def _hidden_tmp(dest: Path, suffix: str) -> Path:
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
-
-
 def _replace_atomically(dest: Path, suffix: str, build) -> None:
     """``build(tmp)`` a hidden sibling, fsync it, rename it onto ``dest``: ``dest`` is whole or absent."""
-    tmp = _hidden_tmp(dest, suffix)
-    try:
-        build(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
-            with contextlib.suppress(OSError):
-                leftover.unlink(missing_ok=True)
+    atomic_replace(dest, build, suffix, sidecars=("-journal",), sync_folder=False)
 
 
 def part_paths(run_dir: str | os.PathLike[str], uid: str) -> tuple[Path, Path, Path]:
@@ -401,46 +383,12 @@ def merge_buildings(
     written after the layer; the QGIS style is stored as by :func:`bldgseg.export.write_gpkg`. Returns the
     number of buildings written.
     """
-    _check_frames({"buildings": empty}, tables)
-    _refuse_existing(dest, overwrite)
+    check_frames({"buildings": empty}, tables)
+    refuse_existing(dest, overwrite, label=dest.name, file=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-
-    def build(tmp: Path) -> None:
-        nonlocal written
-        first = True
-
-        def flush(frames: list[gpd.GeoDataFrame]) -> None:
-            nonlocal first, written
-            batch = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
-            kwargs: dict[str, Any] = {"driver": "GPKG", "layer": "buildings"}
-            if first:
-                kwargs["dataset_options"] = {"VERSION": GPKG_VERSION}
-            else:
-                kwargs["append"] = True
-            if multi:
-                kwargs.update(geometry_type="MultiPolygon", promote_to_multi=True)
-            else:
-                kwargs["geometry_type"] = "Polygon"
-            pyogrio.write_dataframe(batch, tmp, **kwargs)
-            written += len(batch)
-            first = False
-
-        pending: list[gpd.GeoDataFrame] = []
-        rows = 0
-        for part in parts:
-            frame = pyogrio.read_dataframe(part, layer="buildings")
-            if not len(frame):
-                continue
-            frame = frame.to_crs(crs)[list(empty.columns)]
-            pending.append(frame)
-            rows += len(frame)
-            if rows >= MERGE_BATCH_ROWS:
-                flush(pending)
-                pending, rows = [], 0
-        if pending:
-            flush(pending)
-        if first:  # no building at all: an empty layer with every column
+    with atomic_write(dest, ".gpkg", overwrite=overwrite, sidecars=GPKG_SIDECARS) as tmp:
+        written = _stream_parts(tmp, parts, crs, list(empty.columns), multi)
+        if not written:  # no building at all: an empty layer with every column
             geometry_type = "MultiPolygon" if multi else empty.attrs.get("geometry_type", "Polygon")
             pyogrio.write_dataframe(
                 empty,
@@ -452,7 +400,41 @@ def merge_buildings(
             )
         for name, table in tables.items():
             pyogrio.write_dataframe(table, tmp, driver="GPKG", layer=name, append=False)
-        _write_styles(tmp, {"buildings": default_building_style()})
+        write_styles(tmp, {"buildings": default_building_style()})
+    return written
 
-    _atomic_write(dest, ".gpkg", build, overwrite, sidecars=("-journal", "-wal", "-shm"))
+
+def _stream_parts(gpkg: Path, parts: Sequence[Path], crs: Any, columns: list[str], multi: bool) -> int:
+    """Append the parts' buildings (reprojected to ``crs``, ``columns`` in order) to layer ``buildings`` of
+    ``gpkg`` in batches of about :data:`MERGE_BATCH_ROWS` rows; returns how many were written."""
+    written = 0
+
+    def flush(frames: list[gpd.GeoDataFrame]) -> None:
+        nonlocal written
+        batch = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
+        kwargs: dict[str, Any] = {"driver": "GPKG", "layer": "buildings"}
+        if written == 0:
+            kwargs["dataset_options"] = {"VERSION": GPKG_VERSION}
+        else:
+            kwargs["append"] = True
+        if multi:
+            kwargs.update(geometry_type="MultiPolygon", promote_to_multi=True)
+        else:
+            kwargs["geometry_type"] = "Polygon"
+        pyogrio.write_dataframe(batch, gpkg, **kwargs)
+        written += len(batch)
+
+    pending: list[gpd.GeoDataFrame] = []
+    rows = 0
+    for part in parts:
+        frame = pyogrio.read_dataframe(part, layer="buildings")
+        if not len(frame):
+            continue
+        pending.append(frame.to_crs(crs)[columns])
+        rows += len(frame)
+        if rows >= MERGE_BATCH_ROWS:
+            flush(pending)
+            pending, rows = [], 0
+    if pending:
+        flush(pending)
     return written
