@@ -26,7 +26,6 @@ from rasterio.windows import Window
 
 from bldgseg.errors import InputError
 from bldgseg.geo_metric import GEOD, METRIC_EPSG_COLUMN, centroid_xy, require_crs, to_lonlat, to_metric
-from bldgseg.geo_metric import utm_epsg as utm_epsg  # re-export: bldgseg.evaluate imports it from here
 from bldgseg.io import valid_pixels
 from bldgseg.texture import LUMA, glcm_texture, grey_range
 

@@ -46,6 +46,7 @@ from bldgseg.cli.options import (
     tta_option,
 )
 from bldgseg.cli.scaling import ExecutorOptions, echo_job_script
+from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 
 if TYPE_CHECKING:
     from bldgseg.pipeline import RunConfig, RunResult
@@ -115,7 +116,7 @@ def run(
     threshold: RunThresholdOpt = None,
     tile_size: TileSizeOpt = None,
     overlap: OverlapOpt = None,
-    min_area: RunMinAreaOpt = 4.0,
+    min_area: RunMinAreaOpt = DEFAULT_MIN_AREA_M2,
     simplify: RunSimplifyOpt = 0.2,
     regularize: RunRegularizeOpt = False,
     instances: RunInstancesOpt = None,
@@ -232,7 +233,7 @@ def vectorize(
     masks: Annotated[list[Path], typer.Argument(help="Mask or probability rasters (1 band).")],
     output: Annotated[Path, output_option("Output GeoPackage.")],
     threshold: Annotated[float, threshold_option("Cut for probability rasters.", min=None, max=None)] = 0.5,
-    min_area: Annotated[float, min_area_option("m²")] = 4.0,
+    min_area: Annotated[float, min_area_option("m²")] = DEFAULT_MIN_AREA_M2,
     simplify: Annotated[float, simplify_option("metres")] = 0.2,
     regularize: Annotated[bool, regularize_option()] = False,
     overwrite: OverwriteOpt = False,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
 from bldgseg.runstate import file_digest
 
 #: ``progress(stage, done, total)``: the library's progress callback (the CLI renders it).
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -31,7 +30,7 @@ class RunConfig:
     threshold: float | None = None
     tile_size: int | None = None
     overlap: int | None = None
-    min_area_m2: float = 4.0
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
     simplify_m: float = 0.2
     regularize: bool = False
     chunk_size: int = 4096

@@ -18,7 +18,8 @@ import torch
 
 from bldgseg import __version__
 from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
-from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.export import errors_table
+from bldgseg.files import refuse_existing, refuse_existing_any, require_gpkg
 from bldgseg.io import RasterInfo, SkippedInput
 from bldgseg.models import ModelCard
 from bldgseg.pipeline.config import RunConfig, UnitSettings
@@ -39,7 +40,6 @@ BUILDING_COLUMNS = [
 ]
 
 #: Columns of the ``errors`` table (files left out, units that failed).
-ERROR_COLUMNS = ["path", "reason", "stage", "unit"]
 
 
 @dataclass(frozen=True)
@@ -133,20 +133,11 @@ def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Pat
 def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
     """Refuse an existing output before any work is done."""
     if config.per_image:
-        existing = [p for p in per_image_targets(config, [i.path for i in infos]).values() if p.exists()]
-        if existing and not config.overwrite:
-            raise OutputExistsError(
-                f"{existing[0]}: already exists ({len(existing)} in all); pass --overwrite or choose another folder"
-            )
+        targets = per_image_targets(config, [i.path for i in infos]).values()
+        refuse_existing_any(targets, config.overwrite, count=True)
         return
-    if config.output.exists() and not config.overwrite:
-        raise OutputExistsError(
-            f"{config.output}: already exists; pass --overwrite to replace it or choose another -o"
-        )
-    if config.output.suffix.lower() != ".gpkg":
-        raise InputError(
-            f"{config.output}: the output must be a GeoPackage (.gpkg); use e.g. -o buildings.gpkg"
-        )
+    refuse_existing(config.output, config.overwrite)
+    require_gpkg(config.output)
 
 
 def run_metadata(
@@ -208,16 +199,7 @@ def _input_summary(info: RasterInfo) -> dict[str, Any]:
 
 def errors_frame(errors: list[RunError]) -> pd.DataFrame:
     """The ``errors`` table: one row per file left out or unit failed, with the one-line reason."""
-    return pd.DataFrame(
-        {
-            "path": [str(e.path) for e in errors],
-            "reason": [e.reason for e in errors],
-            "stage": [e.stage for e in errors],
-            "unit": [e.unit for e in errors],
-        },
-        columns=ERROR_COLUMNS,
-        dtype="string",
-    )
+    return errors_table((e.path, e.reason, e.stage, e.unit) for e in errors)
 
 
 def write_outputs(
