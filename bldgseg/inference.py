@@ -9,8 +9,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from bldgseg.engines import build_runner
 from bldgseg.errors import DeviceError, InputError
-from bldgseg.models.checkpoint import ModelCard
+from bldgseg.models.card import ModelCard
+from bldgseg.precision import InferenceChoice, detect_inference
 from bldgseg.tiling import iter_windows
 
 ProgressCallback = Callable[[int], None]
@@ -45,7 +47,12 @@ def blend_weight(size: int, floor: float = 0.05) -> np.ndarray:
 
 
 class Predictor:
-    """Runs a segmentation model over arbitrarily large uint8 RGB arrays."""
+    """Runs a segmentation model over arbitrarily large uint8 RGB arrays.
+
+    ``precision`` (auto, fp32, bf16, fp16) and ``engine`` (auto, torch, openvino) are chosen for the hardware
+    by :func:`bldgseg.precision.choose_inference`; ``None`` keeps the plain default: fp16 autocast on CUDA,
+    fp32 on the CPU. What was chosen and why is ``self.inference``.
+    """
 
     def __init__(
         self,
@@ -56,6 +63,8 @@ class Predictor:
         tta: bool = False,
         tile_size: int | None = None,
         overlap: int | None = None,
+        precision: str | None = None,
+        engine: str = "torch",
     ):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.card = card
@@ -73,6 +82,12 @@ class Predictor:
         self.mean = torch.tensor(card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(card.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.weight = blend_weight(self.tile_size)
+        if precision is None:
+            precision = "auto" if self.device.type == "cuda" else "fp32"
+        choice = detect_inference(precision, engine, self.device.type)
+        runner, chosen = build_runner(self.model, self.device, choice, self.tile_size)
+        self._run_model = runner
+        self.inference: InferenceChoice = chosen
 
     def predict(
         self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
@@ -193,7 +208,8 @@ class Predictor:
 
     @torch.inference_mode()
     def _tta_probabilities(self, stack: np.ndarray, to_probability, unflip=None) -> np.ndarray:
-        """Normalise a uint8 batch, run the model (AMP on CUDA) on it and its flips, average the probabilities.
+        """Normalise a uint8 batch, run the model (engine and precision of ``self.inference``) on it and its
+        flips, average the probabilities.
 
         ``unflip(maps, dims)`` undoes a flip of the maps (default: flip them back)."""
         x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
@@ -202,8 +218,7 @@ class Predictor:
         prob = None
         for dims in flips:
             inp = torch.flip(x, dims) if dims else x
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                logits = self.model(inp).float()
+            logits = self._run_model(inp)
             p = to_probability(logits)
             if dims:
                 p = unflip(p, dims) if unflip else torch.flip(p, dims)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bldgseg.errors import DeviceError
 from bldgseg.io import SkippedInput, scan_inputs
 from bldgseg.models import ModelCard, resolve_checkpoint
+from bldgseg.precision import InferenceChoice, detect_inference
 from bldgseg.tiling import iter_windows, model_shape, plan_chunks
 
 
@@ -42,3 +46,24 @@ def describe_inputs(
             }
         )
     return rows, skipped
+
+
+def describe_inference(device: str = "auto", precision: str = "auto", engine: str = "auto") -> InferenceChoice:
+    """The precision and engine a run on this machine would choose, and why (before OpenVINO converts the
+    model: one that cannot be converted still falls back to torch at run time)."""
+    return detect_inference(precision, engine, device_type(device))
+
+
+def device_type(device: str) -> str:
+    """``cpu`` or ``cuda`` for a ``--device`` value. ``auto`` imports torch only where an NVIDIA driver is
+    installed, so that ``bldgseg info`` stays fast elsewhere."""
+    name = device.lower()
+    if name == "cpu" or name.startswith("cuda"):
+        return "cuda" if name.startswith("cuda") else "cpu"
+    if name != "auto":
+        raise DeviceError(f"device {device!r} is not understood; use auto, cpu, cuda or cuda:N")
+    if "torch" not in sys.modules and not Path("/proc/driver/nvidia").exists() and not shutil.which("nvidia-smi"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

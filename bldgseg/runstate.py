@@ -93,6 +93,10 @@ class UnitRecord:
     pid: int = 0
     maxrss_mb: float = 0.0
     multi: bool = False
+    #: The precision and engine the unit ran with, and why (:class:`bldgseg.precision.InferenceChoice`).
+    precision: str = ""
+    engine: str = ""
+    inference_reason: str = ""
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -105,6 +109,9 @@ class UnitRecord:
             "pid": int(self.pid),
             "maxrss_mb": float(self.maxrss_mb),
             "multi": int(self.multi),
+            "precision": self.precision,
+            "engine": self.engine,
+            "inference_reason": self.inference_reason,
         }
 
     @classmethod
@@ -119,6 +126,9 @@ class UnitRecord:
             pid=int(row.get("pid", 0) or 0),
             maxrss_mb=float(row.get("maxrss_mb", 0.0) or 0.0),
             multi=bool(int(row.get("multi", 0) or 0)),
+            precision=str(row.get("precision", "") or ""),
+            engine=str(row.get("engine", "") or ""),
+            inference_reason=str(row.get("inference_reason", "") or ""),
         )
 
 

@@ -77,6 +77,15 @@ class RoofInstanceNet(RedRoofNet):
 register_architecture("roof-instance-test", RoofInstanceNet)
 
 
+@pytest.fixture(autouse=True)
+def generic_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs on a "generic CPU": no bf16 flags and no OpenVINO, so ``--precision auto`` resolves to
+    fp32 on torch wherever the suite runs (CI's fallback). Tests of the other precisions and engines ask for
+    them explicitly, or patch the probes themselves."""
+    monkeypatch.setattr("bldgseg.precision.read_cpu_flags", lambda *a, **k: frozenset())
+    monkeypatch.setattr("bldgseg.precision.openvino_available", lambda: False)
+
+
 def save_test_model(model: nn.Module, folder: Path, name: str, **card: object) -> Path:
     """A checkpoint (weights + card) of a test model registered as ``name``, at 0.3 m with threshold 0.5."""
     full = ModelCard(name=name, architecture=name, encoder="none", gsd_m=0.3, threshold=0.5, **card)

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bldgseg import precision  # noqa: E402
 from bldgseg.models import DEFAULT_MODEL, register_architecture  # noqa: E402
 from bldgseg.pipeline import unit as pipeline_unit  # noqa: E402
 from tests.conftest import RedRoofNet  # noqa: E402  (registers "red-roof-test")
@@ -33,6 +34,12 @@ class SlowRedRoofNet(RedRoofNet):
 
 
 register_architecture("red-roof-slow-test", SlowRedRoofNet)
+
+# Workers run on the same "generic CPU" as the pytest process (tests/conftest.py: generic_cpu): auto -> fp32
+# torch. Not in the pytest process itself, where the fixture patches (and restores) the probes per test.
+if "pytest" not in sys.modules:
+    precision.read_cpu_flags = lambda *a, **k: frozenset()
+    precision.openvino_available = lambda: False
 
 
 def worker_name(_item):

@@ -159,6 +159,29 @@ def test_info_lists_rasters_and_problems(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "a.tif" in result.output and "b.tif" in result.output
+    # the suite's generic CPU (conftest.generic_cpu): what a run would choose, and why
+    assert "inference: torch fp32 (CPU has neither amx_bf16 nor avx512_bf16" in result.output
+    result = runner.invoke(app, ["info", str(tmp_path), "--device", "cpu", "--precision", "fp16"])
+    assert result.exit_code == 0 and "fp16 is for CUDA" in result.output
+
+
+def test_info_imports_no_torch(tmp_path):
+    """``bldgseg info`` reads model cards and raster headers only: no torch, so it starts in well under 1 s."""
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, []))
+    code = textwrap.dedent(
+        """
+        import sys
+        from typer.testing import CliRunner
+        from bldgseg.cli import app
+        result = CliRunner().invoke(app, ["info", sys.argv[1], "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        print("torch" in sys.modules)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 def test_models_lists_the_bundled_default():

@@ -62,6 +62,9 @@ def test_output_layer_has_every_column_in_the_input_crs(tmp_path, red_roof_model
     assert "32636" in info["crs"]
     runs = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="runs")
     assert runs.loc[0, "model"] == "red-roof-test" and runs.loc[0, "bldgseg_version"]
+    # the suite's generic CPU (conftest.generic_cpu): auto resolves to fp32 on torch, and the row says why
+    assert (runs.loc[0, "precision"], runs.loc[0, "engine"]) == ("fp32", "torch")
+    assert "neither amx_bf16 nor avx512_bf16" in runs.loc[0, "inference_reason"]
 
 
 def test_bad_inputs_are_skipped_and_reported(tmp_path, red_roof_model):

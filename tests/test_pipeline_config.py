@@ -73,6 +73,8 @@ def test_a_new_option_is_hashed_by_default(red_roof_model):
         {"glob": "*.jp2"},
         {"bands": (3, 2, 1)},
         {"ndsm": Path("ndsm.tif")},
+        {"precision": "bf16"},
+        {"engine": "torch"},
     ],
 )
 def test_changing_a_hashed_option_changes_the_hash(red_roof_model, change):

@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 
 from bldgseg.cli.common import call, parse_bands, report_skipped, wide_console
-from bldgseg.cli.options import BandsOpt, GlobOpt, InputsArg, ModelOpt, chunk_size_option
+from bldgseg.cli.options import (
+    BandsOpt,
+    DeviceOpt,
+    EngineOpt,
+    GlobOpt,
+    InputsArg,
+    ModelOpt,
+    PrecisionOpt,
+    chunk_size_option,
+)
 
 __all__ = ["card_summary", "info", "models"]
 
@@ -59,9 +68,14 @@ def info(
     bands: BandsOpt = None,
     model: ModelOpt = "aerial-buildings",
     chunk_size: Annotated[int, chunk_size_option()] = 4096,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    engine: EngineOpt = "auto",
 ) -> None:
-    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found."""
-    from bldgseg.report import describe_inputs
+    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found, and the
+    precision and engine a run here would use."""
+    from bldgseg.errors import BldgsegError
+    from bldgseg.report import describe_inference, describe_inputs
 
     rows, skipped = call(
         describe_inputs, inputs, glob=glob, bands=parse_bands(bands), model=model, chunk_size=chunk_size
@@ -73,6 +87,11 @@ def info(
     for row in rows:
         table.add_row(*[str(row[key]) for key in INFO_COLUMNS])
     wide_console().print(table)
+    try:
+        choice = describe_inference(device, precision, engine)
+        wide_console().print(f"inference: {choice.describe()}", highlight=False)
+    except BldgsegError as exc:
+        wide_console().print(f"[yellow]inference:[/] {exc}", highlight=False)
     report_skipped(skipped)
     if not rows:
         raise typer.Exit(2)

@@ -105,6 +105,19 @@ ModelOpt = Annotated[str, model_option()]
 GlobOpt = Annotated[str, typer.Option("--glob", help="File pattern when an input is a folder.")]
 BandsOpt = Annotated[str | None, typer.Option("--bands", help="Bands to read as RGB, 1-based, e.g. 3,2,1.")]
 DeviceOpt = Annotated[str, device_option()]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto, fp32, bf16 or fp16. auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32.",
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="auto, torch or openvino. auto: OpenVINO on the CPU when installed, else torch."
+    ),
+]
 BatchSizeOpt = Annotated[int, batch_size_option()]
 OverwriteOpt = Annotated[bool, overwrite_option()]
 

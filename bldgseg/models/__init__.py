@@ -1,18 +1,26 @@
-"""Models: registry of architectures and checkpoints with model cards."""
+"""Models: registry of architectures and checkpoints with model cards.
 
-from bldgseg.models.checkpoint import (
-    DEFAULT_MODEL,
-    ModelCard,
-    build_from_card,
-    bundled_models,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
-from bldgseg.models.panoptic import register_instance_architectures
-from bldgseg.models.registry import ARCHITECTURES, build_model, list_architectures, register_architecture
+Cards and checkpoint paths (``ModelCard``, ``resolve_checkpoint`` ...) import no torch; the rest (``load_checkpoint``,
+``build_model`` ...) is imported on first use, so ``bldgseg info`` and ``--help`` stay fast.
+"""
 
-register_instance_architectures()
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bldgseg.models.card import DEFAULT_MODEL, ModelCard, bundled_models, resolve_checkpoint
+
+#: Names imported on first use, and the module each comes from.
+_LAZY = {
+    "build_from_card": "bldgseg.models.checkpoint",
+    "load_checkpoint": "bldgseg.models.checkpoint",
+    "save_checkpoint": "bldgseg.models.checkpoint",
+    "ARCHITECTURES": "bldgseg.models.registry",
+    "build_model": "bldgseg.models.registry",
+    "list_architectures": "bldgseg.models.registry",
+    "register_architecture": "bldgseg.models.registry",
+}
 
 __all__ = [
     "ARCHITECTURES",
@@ -27,3 +35,11 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

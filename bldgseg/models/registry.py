@@ -51,3 +51,10 @@ def build_model(
         )
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot build {architecture!r} with encoder {encoder!r}: {exc}") from exc
+
+
+# The instance architectures (hrnet_ocr, panoptic_<decoder>) are registered with the registry itself, so every
+# way of reaching it (``bldgseg.models.build_model``, ``load_checkpoint``...) knows them.
+from bldgseg.models.panoptic import register_instance_architectures  # noqa: E402  (needs the names above)
+
+register_instance_architectures()

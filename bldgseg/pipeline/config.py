@@ -10,6 +10,7 @@ from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
+from bldgseg.precision import check_inference_names
 from bldgseg.runstate import file_digest
 
 #: ``progress(stage, done, total)``: the library's progress callback (the CLI renders it).
@@ -25,6 +26,10 @@ class RunConfig:
     glob: str = "*.tif*"
     bands: tuple[int, int, int] | None = None
     device: str = "auto"
+    #: auto, fp32, bf16 or fp16 (see :func:`bldgseg.precision.choose_inference`).
+    precision: str = "auto"
+    #: auto, torch or openvino.
+    engine: str = "auto"
     batch_size: int = 8
     tta: bool = False
     threshold: float | None = None
@@ -80,6 +85,9 @@ class UnitSettings:
     dsm: Path | None
     dtm: Path | None
     keep_probability: bool
+    #: Requested precision and engine; each worker resolves ``auto`` for its own hardware.
+    precision: str = "auto"
+    engine: str = "auto"
     vectorize: bool = True
     #: Group building pixels into instances (centre heatmap + offsets) instead of connected components.
     instances: bool = False
@@ -101,6 +109,7 @@ def require_aerial_card(card: ModelCard) -> None:
 
 def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSettings]:
     """The model card (checked to load) and the per-unit settings derived from ``config``."""
+    check_inference_names(config.precision, config.engine)
     _, card = load_checkpoint(config.model)
     require_aerial_card(card)
     model = config.model
@@ -113,6 +122,8 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
     settings = UnitSettings(
         model=model,
         device=config.device,
+        precision=config.precision.lower(),
+        engine=config.engine.lower(),
         batch_size=config.batch_size,
         tta=config.tta,
         threshold=card.threshold if config.threshold is None else config.threshold,

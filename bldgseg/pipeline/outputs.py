@@ -153,12 +153,19 @@ def run_metadata(
 ) -> dict[str, Any]:
     """The row of the ``runs`` table."""
     devices = sorted({r.device for r in records if r.device})
+
+    def recorded(name: str, default: str = "") -> str:
+        return "; ".join(sorted({getattr(r, name) for r in records if getattr(r, name)})) or default
+
     return {
         "started_utc": started.isoformat(timespec="seconds"),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bldgseg_version": __version__,
         "torch_version": torch.__version__,
         "device": ",".join(devices) or config.device,
+        "precision": recorded("precision", config.precision),
+        "engine": recorded("engine", config.engine),
+        "inference_reason": recorded("inference_reason"),
         "model": card.name,
         "model_card": json.dumps(card.to_dict()),
         "parameters": json.dumps(_run_parameters(config, settings), default=str),

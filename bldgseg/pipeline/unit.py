@@ -56,6 +56,8 @@ def get_predictor(settings: UnitSettings) -> Predictor:
         settings.tta,
         settings.tile_size,
         settings.overlap,
+        settings.precision,
+        settings.engine,
     )
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
@@ -70,6 +72,8 @@ def get_predictor(settings: UnitSettings) -> Predictor:
                 settings.tta,
                 settings.tile_size,
                 settings.overlap,
+                precision=settings.precision,
+                engine=settings.engine,
             )
         return _PREDICTORS[key]
 
@@ -239,6 +243,9 @@ def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord
         buildings=len(buildings),
         seconds=time.perf_counter() - start,
         device=str(predictor.device),
+        precision=predictor.inference.precision,
+        engine=predictor.inference.engine,
+        inference_reason=predictor.inference.reason,
         maxrss_mb=_maxrss_mb(),
         multi=multi,
     )

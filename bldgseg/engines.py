@@ -1,0 +1,190 @@
+"""Inference engines: the torch model under autocast, or the same model converted once to OpenVINO and cached.
+
+A runner maps a normalised float32 batch (N x 3 x H x W, torch) to float32 logits (N x C x H x W, torch). The
+OpenVINO IR is converted from the torch model on first use and cached in the user cache directory under a key
+made of the weights' hash, the architecture and the OpenVINO version, so every later run (and every worker
+process) only compiles it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from bldgseg.errors import DeviceError
+from bldgseg.precision import InferenceChoice
+
+__all__ = ["Runner", "build_runner", "cache_dir", "openvino_ir_path", "weights_digest"]
+
+#: ``runner(x)``: normalised float32 batch -> float32 logits, both torch tensors on the predictor's device.
+Runner = Callable[[torch.Tensor], torch.Tensor]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_CONVERT_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """``$BLDGSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/bldgseg``, else ``~/.cache/bldgseg``."""
+    if os.environ.get("BLDGSEG_CACHE_DIR"):
+        return Path(os.environ["BLDGSEG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bldgseg"
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of the model's class and its state dict: names, shapes, dtypes and values."""
+    digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def build_runner(
+    model: nn.Module, device: torch.device, choice: InferenceChoice, tile_size: int
+) -> tuple[Runner, InferenceChoice]:
+    """The runner for ``choice`` and the choice as it ended up (an automatic OpenVINO engine that cannot
+    convert the model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`)."""
+    if choice.engine == "openvino":
+        try:
+            return _openvino_runner(model, choice, tile_size)
+        except DeviceError:
+            raise
+        except Exception as exc:  # a model OpenVINO cannot trace or compile
+            if not choice.engine_auto:
+                raise DeviceError(
+                    f"engine openvino: cannot convert the model ({' '.join(str(exc).split())[:200]}); "
+                    "use --engine torch"
+                ) from exc
+            reason = f"{choice.reason}; OpenVINO could not convert the model ({type(exc).__name__}), torch used"
+            choice = replace(choice, engine="torch", reason=reason)
+    return _torch_runner(model, device, choice.precision), choice
+
+
+def _torch_runner(model: nn.Module, device: torch.device, precision: str) -> Runner:
+    dtype = _AUTOCAST_DTYPES.get(precision)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return model(x).float()
+
+    return run
+
+
+def _openvino_runner(
+    model: nn.Module, choice: InferenceChoice, tile_size: int
+) -> tuple[Runner, InferenceChoice]:
+    import openvino as ov
+
+    xml = openvino_ir_path(model, tile_size)
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
+    compiled = core.compile_model(
+        str(xml),
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[choice.precision],
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
+    used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if used != choice.precision:
+        choice = replace(choice, precision=used, reason=f"{choice.reason}; OpenVINO runs {used} on this CPU")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request = compiled.create_infer_request()  # one per call: requests are not thread-safe
+        logits = request.infer([x.detach().cpu().contiguous().numpy()])[0]
+        return torch.from_numpy(logits.copy()).to(x.device)
+
+    return run, choice
+
+
+def _precision_name(hint: Any) -> str:
+    """OpenVINO's element type (``f32``, ``bf16``, ``f16``) as a ``--precision`` name."""
+    text = str(getattr(hint, "get_type_name", lambda: hint)()).lower()
+    return {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "f16": "fp16"}.get(text, text)
+
+
+def openvino_ir_path(model: nn.Module, tile_size: int) -> Path:
+    """The cached OpenVINO IR (``model.xml``) of ``model``, converted and checked now when not cached yet.
+
+    Written to a temporary folder and renamed into place, so concurrent workers never read half an IR. A model
+    that cannot be converted faithfully is remembered (``<key>.refused``) and raises ``ValueError`` at once."""
+    import openvino as ov
+
+    version = ov.get_version().split("-")[0]
+    folder = cache_dir() / "openvino" / f"{weights_digest(model)}-ov{version}"
+    xml, refused = folder / "model.xml", folder.with_suffix(".refused")
+    with _CONVERT_LOCK:
+        if xml.exists():
+            return xml
+        if refused.exists():
+            raise ValueError(refused.read_text().strip())
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            ov_model = _convert(model, tile_size)
+            _check_conversion(model, ov_model, tile_size)
+        except (MemoryError, OSError):  # not the model's fault: try again next time
+            raise
+        except Exception as exc:
+            refused.write_text(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}\n")
+            raise
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+            (tmp / "converted_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+            try:
+                tmp.rename(folder)
+            except OSError:  # another process got there first
+                if not xml.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def _check_conversion(model: nn.Module, ov_model: Any, tile_size: int) -> None:
+    """Refuse an IR whose fp32 logits differ from the torch model's on random batches of two sizes.
+
+    Tracing records torch operations only: a model with Python or NumPy logic in its forward pass converts
+    without an error yet computes something else; this catches it before the IR is cached."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    generator = torch.Generator().manual_seed(0)
+    for batch, size in ((2, tile_size), (1, max(32, tile_size // 2))):
+        x = torch.randn(batch, 3, size, size, generator=generator)
+        with torch.no_grad():
+            expected = model(x).float()
+        got = torch.from_numpy(compiled.create_infer_request().infer([x.numpy()])[0].copy())
+        scale = float(expected.abs().max()) + 1e-6
+        if got.shape != expected.shape or float((got - expected).abs().max()) > 1e-3 * max(scale, 1.0):
+            raise ValueError(
+                f"OpenVINO's output differs from the torch model's (shape {tuple(got.shape)} vs "
+                f"{tuple(expected.shape)}); the model's forward pass is not a pure torch graph"
+            )
+
+
+def _convert(model: nn.Module, tile_size: int) -> Any:
+    """Trace ``model`` (float32, on the CPU) into an OpenVINO model with a dynamic batch and image size."""
+    import openvino as ov
+
+    example = torch.zeros(1, 3, tile_size, tile_size).contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit.trace deprecation and tracer warnings
+        return ov.convert_model(model, example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])])

@@ -1,0 +1,118 @@
+"""Each engine and precision available here gives the fp32 masks, within a stated tolerance, on a real tile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from bldgseg import precision as precision_module
+from bldgseg.engines import build_runner, weights_digest
+from bldgseg.errors import DeviceError
+from bldgseg.inference import Predictor
+from bldgseg.models import load_checkpoint
+from bldgseg.precision import choose_inference, openvino_available
+from tests.conftest import SAMPLE, RedRoofNet, RoofInstanceNet
+
+TILE = SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"
+#: Smallest pixel IoU of the thresholded mask with torch fp32's, and the largest probability difference.
+TOLERANCE = {"fp32": (0.9999, 1e-3), "bf16": (0.98, 0.2)}
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+
+
+def mask_iou(prob: np.ndarray, reference: np.ndarray, threshold: float = 0.5) -> float:
+    a, b = prob >= threshold, reference >= threshold
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.fixture(scope="module")
+def sample_tile() -> tuple[np.ndarray, np.ndarray]:
+    with rasterio.open(TILE) as ds:
+        rgb = ds.read([1, 2, 3])
+    return rgb, np.ones(rgb.shape[1:], bool)
+
+
+@pytest.fixture(scope="module")
+def reference(sample_tile) -> np.ndarray:
+    model, card = load_checkpoint("aerial-buildings")
+    return Predictor(model, card, "cpu", batch_size=2, precision="fp32", engine="torch").predict(*sample_tile)
+
+
+@pytest.mark.parametrize(
+    ("engine", "precision"),
+    [
+        ("torch", "fp32"),
+        ("torch", "bf16"),
+        pytest.param("openvino", "fp32", marks=needs_openvino),
+        pytest.param("openvino", "bf16", marks=needs_openvino),
+    ],
+)
+def test_engine_and_precision_give_the_fp32_masks(sample_tile, reference, engine, precision, monkeypatch):
+    monkeypatch.setattr(precision_module, "openvino_available", openvino_available)  # the real probe
+    model, card = load_checkpoint("aerial-buildings")
+    predictor = Predictor(model, card, "cpu", batch_size=2, precision=precision, engine=engine)
+    assert predictor.inference.engine == engine
+    prob = predictor.predict(*sample_tile)
+    # OpenVINO bf16 on a CPU without bf16 runs fp32 and says so; the tolerance is that of what it ran
+    least_iou, largest = TOLERANCE[predictor.inference.precision]
+    assert mask_iou(prob, reference) >= least_iou
+    assert np.abs(prob - reference).max() <= largest
+    assert (reference >= card.threshold).mean() > 0.05  # the tile has buildings to compare
+
+
+def test_bf16_without_native_support_still_runs_emulated(sample_tile, reference):
+    """The suite's generic CPU has no bf16 flags: bf16 is then emulated by torch, correct and slower."""
+    model, card = load_checkpoint("aerial-buildings")
+    predictor = Predictor(model, card, "cpu", batch_size=2, precision="bf16", engine="auto")
+    assert predictor.inference.engine == "torch" and "emulated" in predictor.inference.reason
+    assert mask_iou(predictor.predict(*sample_tile), reference) >= TOLERANCE["bf16"][0]
+
+
+def test_plain_predictor_keeps_fp32_on_the_cpu(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    inference = Predictor(model, card, "cpu").inference
+    assert (inference.precision, inference.engine) == ("fp32", "torch")
+
+
+def test_fp16_on_the_cpu_is_refused(red_roof_model):
+    model, card = load_checkpoint(red_roof_model)
+    with pytest.raises(DeviceError, match="use --precision bf16 or fp32"):
+        Predictor(model, card, "cpu", precision="fp16")
+
+
+def test_weights_digest_follows_the_weights():
+    a, b = RedRoofNet(), RedRoofNet()
+    assert weights_digest(a) == weights_digest(b)
+    with torch.no_grad():
+        b.head.bias += 1
+    assert weights_digest(a) != weights_digest(b)
+
+
+@needs_openvino
+def test_openvino_conversion_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLDGSEG_CACHE_DIR", str(tmp_path))
+    model = RedRoofNet().eval()
+    choice = choose_inference("fp32", "openvino", "cpu", openvino=True)
+    run, used = build_runner(model, torch.device("cpu"), choice, 64)
+    assert used.engine == "openvino"
+    (xml,) = tmp_path.glob("openvino/*/model.xml")
+    x = torch.randn(3, 3, 40, 72)
+    assert torch.allclose(run(x), model(x), atol=1e-4)
+    stamp = xml.stat().st_mtime_ns
+    build_runner(model, torch.device("cpu"), choice, 64)
+    assert xml.stat().st_mtime_ns == stamp  # compiled from the cache, not converted again
+
+
+@needs_openvino
+def test_a_model_openvino_cannot_reproduce_falls_back_to_torch(tmp_path, monkeypatch):
+    """RoofInstanceNet computes its instance maps in NumPy: tracing would bake them in as constants."""
+    monkeypatch.setenv("BLDGSEG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(precision_module, "openvino_available", lambda: True)
+    model = RoofInstanceNet().eval()
+    auto = choose_inference("fp32", "auto", "cpu", openvino=True)
+    _, used = build_runner(model, torch.device("cpu"), auto, 96)
+    assert used.engine == "torch" and "could not convert" in used.reason
+    asked = choose_inference("fp32", "openvino", "cpu", openvino=True)
+    with pytest.raises(DeviceError, match="--engine torch"):
+        build_runner(model, torch.device("cpu"), asked, 96)

@@ -1,0 +1,71 @@
+"""Choosing precision and engine for the hardware: a pure function of the CPU flags, the device and OpenVINO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bldgseg.errors import DeviceError, InputError
+from bldgseg.precision import choose_inference, read_cpu_flags
+
+AMX = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"})
+AVX512_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [(AMX, "bf16"), (AVX512_BF16, "bf16"), (AVX2, "fp32"), (frozenset(), "fp32")]
+)
+def test_auto_precision_on_the_cpu_follows_its_bf16_flags(flags, expected):
+    choice = choose_inference("auto", "torch", "cpu", flags)
+    assert (choice.precision, choice.engine) == (expected, "torch")
+    assert ("has amx_bf16" in choice.reason) == ("amx_bf16" in flags)
+    assert ("neither amx_bf16 nor avx512_bf16" in choice.reason) == (expected == "fp32")
+
+
+def test_auto_precision_on_cuda_is_fp16_autocast_with_torch():
+    choice = choose_inference("auto", "auto", "cuda", AMX, openvino=True)
+    assert (choice.precision, choice.engine) == ("fp16", "torch") and "CUDA" in choice.reason
+
+
+def test_auto_engine_is_openvino_on_the_cpu_when_installed_else_torch():
+    assert choose_inference("auto", "auto", "cpu", AVX2, openvino=True).engine == "openvino"
+    fallback = choose_inference("auto", "auto", "cpu", AVX2, openvino=False)
+    assert fallback.engine == "torch" and "bldgseg[openvino]" in fallback.reason and fallback.engine_auto
+
+
+def test_bf16_on_a_cpu_without_native_bf16_runs_emulated_and_says_so():
+    choice = choose_inference("bf16", "torch", "cpu", AVX2)
+    assert choice.precision == "bf16" and "emulated" in choice.reason
+
+
+def test_explicit_choices_are_kept():
+    assert choose_inference("fp32", "openvino", "cpu", AMX, openvino=True).precision == "fp32"
+    assert choose_inference("bf16", "auto", "cuda").precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("precision", "engine", "device", "openvino", "words"),
+    [
+        ("fp16", "torch", "cpu", False, "fp16 is for CUDA"),
+        ("auto", "openvino", "cpu", False, "not installed"),
+        ("auto", "openvino", "cuda", True, "runs on the CPU"),
+    ],
+)
+def test_impossible_combinations_are_refused_with_the_fix(precision, engine, device, openvino, words):
+    with pytest.raises(DeviceError, match=words):
+        choose_inference(precision, engine, device, AVX2, openvino=openvino)
+
+
+@pytest.mark.parametrize(("precision", "engine"), [("fp8", "auto"), ("int8", "torch"), ("auto", "onnx")])
+def test_unknown_names_are_input_errors(precision, engine):
+    with pytest.raises(InputError, match="use one of"):
+        choose_inference(precision, engine, "cpu")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n\n")
+    assert read_cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
+    assert read_cpu_flags(tmp_path / "missing") == frozenset()
