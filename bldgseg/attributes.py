@@ -25,9 +25,17 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from bldgseg.errors import InputError
+from bldgseg.footprint_blocks import LabelBlock, iter_label_blocks
 from bldgseg.geo_metric import GEOD, METRIC_EPSG_COLUMN, centroid_xy, require_crs, to_lonlat, to_metric
 from bldgseg.io import valid_pixels
-from bldgseg.texture import LUMA, glcm_texture, grey_range
+from bldgseg.texture import (
+    TEXTURE_PROPERTIES,
+    glcm_texture,
+    grey_range,
+    label_glcm_texture,
+    luma,
+    quantize_grey,
+)
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -61,6 +69,10 @@ IMAGE_COLUMNS = [
     "std_g",
     "std_b",
 ]
+
+#: IMAGE_COLUMNS positions of the colour statistics (mean r, g, b, std r, g, b) and of the texture properties.
+_COLOUR = [IMAGE_COLUMNS.index(f"{stat}_{c}") for stat in ("mean", "std") for c in "rgb"]
+_TEXTURE = [IMAGE_COLUMNS.index(f"texture_{name}") for name in TEXTURE_PROPERTIES]
 
 # -------------------- shape
 
@@ -219,21 +231,65 @@ def image_attributes(
         geoms = _in_crs(gdf, ds.crs, raster_path)
         lo, hi = grey_range(ds, bands)
         values = np.full((len(gdf), len(IMAGE_COLUMNS)), np.nan)
-        col = {c: i for i, c in enumerate(IMAGE_COLUMNS)}
-        for pos, win, inside in _iter_footprints(ds, geoms):
-            data = ds.read(list(bands), window=win).astype(np.float64)
-            sel = inside & valid_pixels(ds.read_masks(list(bands), window=win), data)
-            if not sel.any():
-                continue
-            pix = data[:, sel]
-            for k, c in enumerate("rgb"):
-                values[pos, col[f"mean_{c}"]] = pix[k].mean()
-                values[pos, col[f"std_{c}"]] = pix[k].std()
-            grey = np.tensordot(LUMA, data, axes=1)
-            for key, v in glcm_texture(grey, sel, lo, hi).items():
-                values[pos, col[key]] = v
+        for block in iter_label_blocks(ds, geoms):
+            _block_image_values(ds, bands, block, lo, hi, values)
+            for pos in block.missing:  # no pixel centre inside: the pixels it touches
+                found = _footprint_window(ds, geoms[pos])
+                if found is not None:
+                    values[pos] = _footprint_image_values(ds, bands, *found, lo, hi)
     out.loc[:, :] = values
     return out
+
+
+def _block_image_values(
+    ds: Any, bands: tuple[int, ...], block: LabelBlock, lo: float, hi: float, values: np.ndarray
+) -> None:
+    """Colour and texture of every footprint of ``block`` into its row of ``values`` (IMAGE_COLUMNS order).
+
+    Only the valid pixels inside footprints are converted and quantized (the GLCM pairs only pixels of one
+    label, so the rest of the block never matters)."""
+    data = ds.read(list(bands), window=block.window)
+    valid = valid_pixels(ds.read_masks(list(bands), window=block.window), data)
+    for labels, positions in block.layers:
+        labels = np.where(valid, labels, 0)
+        inside = np.flatnonzero(labels)
+        label_of = labels.ravel()[inside]
+        pixels = data.reshape(len(bands), -1)[:, inside].astype(np.float64)
+        q = np.zeros(labels.shape, np.uint8)
+        q.ravel()[inside] = quantize_grey(luma(pixels), lo, hi)
+        n = len(positions)
+        values[np.ix_(positions, _COLOUR)] = _label_colour_stats(pixels, label_of, n)
+        values[np.ix_(positions, _TEXTURE)] = label_glcm_texture(q, labels, n)
+
+
+def _label_colour_stats(pixels: np.ndarray, label_of: np.ndarray, count: int) -> np.ndarray:
+    """``(count, 6)``: mean and (population) standard deviation of each band of ``pixels`` (bands x m) per
+    label (``label_of``: 1..count per pixel); NaN without pixels. Two passes, as ``numpy.std`` does."""
+    counts = np.bincount(label_of, minlength=count + 1).astype(np.float64)
+    has = counts[1:] > 0
+    out = np.full((count, 6), np.nan)
+    for k, values in enumerate(pixels):
+        mean = np.bincount(label_of, weights=values, minlength=count + 1) / np.maximum(counts, 1)
+        squares = np.bincount(label_of, weights=(values - mean[label_of]) ** 2, minlength=count + 1)
+        out[has, k] = mean[1:][has]
+        out[has, 3 + k] = np.sqrt(squares[1:][has] / counts[1:][has])
+    return out
+
+
+def _footprint_image_values(
+    ds: Any, bands: tuple[int, ...], win: Window, inside: np.ndarray, lo: float, hi: float
+) -> np.ndarray:
+    """Colour and texture (IMAGE_COLUMNS order) of one footprint's pixels ``inside`` its window."""
+    row = np.full(len(IMAGE_COLUMNS), np.nan)
+    data = ds.read(list(bands), window=win).astype(np.float64)
+    sel = inside & valid_pixels(ds.read_masks(list(bands), window=win), data)
+    if not sel.any():
+        return row
+    pix = data[:, sel]
+    row[_COLOUR] = [*pix.mean(axis=1), *pix.std(axis=1)]
+    texture = glcm_texture(luma(data), sel, lo, hi)
+    row[_TEXTURE] = [texture.get(f"texture_{name}", np.nan) for name in TEXTURE_PROPERTIES]
+    return row
 
 
 # -------------------- height

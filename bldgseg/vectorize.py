@@ -39,6 +39,29 @@ def _polygonal_parts(geom: Any) -> list[Polygon]:
     return []
 
 
+def _valid_parts(geoms: list[Any], values: list[int]) -> tuple[list[Polygon], list[int]]:
+    """:func:`_polygonal_parts` of every geometry with its value repeated per part; the validity of all of
+    them is checked in one vectorized call (most outlines are valid polygons and pass through unchanged)."""
+    array = np.asarray(geoms, dtype=object)
+    valid = shapely.is_valid(array) & (shapely.get_type_id(array) == 3) & (shapely.area(array) > 0)
+    parts: list[Polygon] = []
+    part_values: list[int] = []
+    for geom, value, ok in zip(geoms, values, valid, strict=True):
+        found = [geom] if ok else _polygonal_parts(geom)
+        parts.extend(found)
+        part_values.extend([value] * len(found))
+    return parts, part_values
+
+
+def _label_means(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Mean of ``values`` over each label 1..``count`` (as ``scipy.ndimage.mean``, with one bincount)."""
+    flat = labels.ravel()
+    sums = np.bincount(flat, weights=values.ravel(), minlength=count + 1)[1:]
+    pixels = np.bincount(flat, minlength=count + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / pixels
+
+
 def _empty(crs: Any, extra: dict[str, Any] | None = None) -> gpd.GeoDataFrame:
     cols: dict[str, Any] = dict(extra or {})
     cols["confidence"] = np.array([], dtype=np.float64)
@@ -88,17 +111,15 @@ def mask_to_polygons(
     labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return _empty(crs)
-    index = np.arange(1, n + 1)
-    conf = np.asarray(ndimage.mean(p, labels, index), dtype=np.float64) if p is not None else np.ones(n)
+    conf = _label_means(p, labels, n) if p is not None else np.ones(n)
 
     # components never touch (not even at a corner), so polygonizing the labels gives the same outlines as
     # polygonizing the mask, with each outline's component id attached
-    geoms: list[Polygon] = []
-    comp: list[int] = []
-    for g, value in shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=transform):
-        parts = _polygonal_parts(shape(g))
-        geoms.extend(parts)
-        comp.extend([int(value)] * len(parts))
+    outlines = [
+        (shape(g), int(value))
+        for g, value in shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=transform)
+    ]
+    geoms, comp = _valid_parts([g for g, _ in outlines], [v for _, v in outlines])
     if not geoms:
         return _empty(crs)
     gdf = gpd.GeoDataFrame(
