@@ -107,7 +107,7 @@ def _openvino_runner(
 
     def run(x: torch.Tensor) -> torch.Tensor:
         request = compiled.create_infer_request()  # one per call: requests are not thread-safe
-        logits = request.infer([x.detach().cpu().contiguous().numpy()])[0]
+        logits = request.infer([x.detach().cpu().contiguous().numpy()])[0]  # NCHW already: no copy
         return torch.from_numpy(logits.copy()).to(x.device)
 
     return run, choice

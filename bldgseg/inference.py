@@ -88,6 +88,8 @@ class Predictor:
         runner, chosen = build_runner(self.model, self.device, choice, self.tile_size)
         self._run_model = runner
         self.inference: InferenceChoice = chosen
+        # torch runs fastest on channels-last input; OpenVINO takes plain NCHW arrays (no conversion back)
+        self._memory_format = torch.channels_last if chosen.engine == "torch" else torch.contiguous_format
 
     def predict(
         self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
@@ -213,7 +215,7 @@ class Predictor:
 
         ``unflip(maps, dims)`` undoes a flip of the maps (default: flip them back)."""
         x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self._memory_format)
         flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
         prob = None
         for dims in flips:
