@@ -218,6 +218,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-tiles", type=int, default=32, help="tiles timed for the model-alone figure")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--peers", default="naive,torchgeo", help="comma-separated, or 'none'")
+    parser.add_argument(
+        "--engines-table", action="store_true", help="also time the model alone for every engine/precision here"
+    )
     parser.add_argument("--peers-script", type=Path, default=PEERS)
     parser.add_argument("--torchgeo-path", type=Path, default=TORCHGEO_PATH)
     args = parser.parse_args()
@@ -253,6 +256,8 @@ def main() -> None:
     report["model_alone"] = model_alone(
         args.model, args.device, args.precision, args.engine, args.batch_size, args.model_tiles
     )
+    if args.engines_table:
+        report["model_alone_by_engine"] = engines_table(args)
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     rows = {"bldgseg run": run, **{f"peer {name}": result for name, result in peers.items()}}
     report["pipelines"] = {
@@ -276,6 +281,25 @@ def main() -> None:
         report["bldgseg"]["km2_per_hour_at_0.3m"] = round(megapixels * GSD_M**2 / run["seconds"] * 3600, 1)
     print_table(report)
     print(json.dumps(report, indent=2))
+
+
+def engines_table(args: argparse.Namespace) -> dict[str, float]:
+    """Model-alone Mpx/s of each engine/precision this machine can run (CPU)."""
+    from bldgseg.errors import BldgsegError
+    from bldgseg.precision import openvino_available
+
+    table = {}
+    for engine in ("torch", "openvino"):
+        for precision in ("fp32", "bf16"):
+            if engine == "openvino" and not openvino_available():
+                continue
+            try:
+                result = model_alone(args.model, "cpu", precision, engine, args.batch_size, args.model_tiles)
+            except BldgsegError as exc:
+                print(f"{engine} {precision}: {exc}", file=sys.stderr)
+                continue
+            table[f"{engine} {precision}"] = result["mpx_s"]
+    return table
 
 
 def _has_cuda() -> bool:
@@ -304,6 +328,8 @@ def print_table(report: dict) -> None:
         f"{b['end_to_end_over_model_alone']}; start-up: --help {report['startup']['help_s']} s, "
         f"info {report['startup']['info_s']} s"
     )
+    for name, mpx_s in report.get("model_alone_by_engine", {}).items():
+        print(f"model alone, {name}: {mpx_s} Mpx/s")
     if "gpu_busy_share" in b:
         print(f"GPU busy {b['gpu_busy_share']}; {b['km2_per_hour_at_0.3m']} km²/h at 0.3 m")
 
