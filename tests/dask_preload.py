@@ -4,7 +4,8 @@ Workers are separate processes, so they do not see what ``tests/conftest.py`` re
 Pass this file to them: ``dask worker ADDRESS --preload /path/to/tests/dask_preload.py``, or
 ``RunConfig(preload=("/path/to/tests/dask_preload.py",))`` / ``bldgseg run --preload ...``.
 
-``red-roof-test`` is :class:`tests.conftest.RedRoofNet`; ``red-roof-slow-test`` is the same model sleeping
+``red-roof-test`` is :class:`tests.conftest.RedRoofNet`, ``context-test`` and ``context-instance-test`` are the
+context-dependent models of :mod:`tests.context_models`; ``red-roof-slow-test`` is the same model sleeping
 :data:`SLOW_SECONDS` per forward pass, so that a run lasts long enough to kill something in the middle of it.
 """
 
@@ -21,6 +22,7 @@ if str(REPO) not in sys.path:
 
 from bldgseg.models import DEFAULT_MODEL, register_architecture  # noqa: E402
 from bldgseg.pipeline import unit as pipeline_unit  # noqa: E402
+from tests import context_models  # noqa: E402, F401  (registers "context-test", "context-instance-test")
 from tests.conftest import RedRoofNet  # noqa: E402  (registers "red-roof-test")
 
 SLOW_SECONDS = 0.05
