@@ -1,7 +1,7 @@
 """Per-building attributes: metric shape measures, colour and texture, height.
 
-Every length and area is measured in the UTM zone of the building's own centroid (UPS beyond 84 N / 80 S), so
-continent-wide inputs stay accurate; nothing is ever measured in EPSG:3857 or in degrees.
+Every length and area is measured in the UTM zone of the building's own centroid (see
+:mod:`bldgseg.geo_metric`); nothing is ever measured in EPSG:3857 or in degrees.
 """
 
 from __future__ import annotations
@@ -17,29 +17,26 @@ import pandas as pd
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-from skimage.feature import graycomatrix, graycoprops
 
 from bldgseg.errors import InputError
+from bldgseg.geo_metric import GEOD, METRIC_EPSG_COLUMN, centroid_xy, require_crs, to_lonlat, to_metric
+from bldgseg.io import valid_pixels
+from bldgseg.texture import LUMA, glcm_texture, grey_range
 
 __all__ = [
-    "METRIC_EPSG_COLUMN",
-    "SHAPE_COLUMNS",
     "IMAGE_COLUMNS",
-    "utm_epsg",
-    "to_metric",
-    "from_metric",
-    "shape_attributes",
-    "image_attributes",
+    "SHAPE_COLUMNS",
     "height_attributes",
+    "image_attributes",
+    "shape_attributes",
 ]
 
-METRIC_EPSG_COLUMN = "utm_epsg"
 SHAPE_COLUMNS = [
     "area_m2",
     "perimeter_m",
@@ -65,112 +62,7 @@ IMAGE_COLUMNS = [
     "std_b",
 ]
 
-GLCM_LEVELS = 32
-_GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-_LUMA = np.array([0.299, 0.587, 0.114])
-_GEOD = Geod(ellps="WGS84")
-_WGS84 = CRS.from_epsg(4326)
-
-
-# -------------------- metric CRS
-
-
-def utm_epsg(lon: np.ndarray | float, lat: np.ndarray | float) -> np.ndarray:
-    """EPSG code of the UTM zone (326zz N, 327zz S) holding each lon/lat; UPS (32661/32761) near the poles.
-
-    Non-finite positions get zone 31 N (their geometries are empty anyway).
-    """
-    lon = np.atleast_1d(np.asarray(lon, dtype=float))
-    lat = np.atleast_1d(np.asarray(lat, dtype=float))
-    ok = np.isfinite(lon) & np.isfinite(lat)
-    lon_w = np.where(ok, ((lon + 180.0) % 360.0) - 180.0, 0.0)
-    lat_w = np.where(ok, lat, 0.0)
-    zone = np.clip(np.floor((lon_w + 180.0) / 6.0).astype(int) + 1, 1, 60)
-    epsg = np.where(lat_w < 0, 32700, 32600) + zone
-    epsg = np.where(lat_w > 84.0, 32661, epsg)
-    epsg = np.where(lat_w < -80.0, 32761, epsg)
-    return epsg.astype(int)
-
-
-def _centroid_xy(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid coordinates, NaN for empty or missing geometries."""
-    x = np.full(len(geoms), np.nan)
-    y = np.full(len(geoms), np.nan)
-    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    if ok.any():
-        cen = shapely.centroid(geoms[ok])
-        x[ok], y[ok] = shapely.get_x(cen), shapely.get_y(cen)
-    return x, y
-
-
-def _require_crs(gdf: gpd.GeoDataFrame | gpd.GeoSeries) -> CRS:
-    if gdf.crs is None:
-        raise InputError("footprints: the GeoDataFrame has no CRS; set one with .set_crs() before measuring")
-    return CRS.from_user_input(gdf.crs)
-
-
-def to_metric(gdf: gpd.GeoDataFrame | gpd.GeoSeries) -> gpd.GeoDataFrame:
-    """Each geometry reprojected into the UTM zone of its own centroid.
-
-    Returns a GeoDataFrame with the same index, the metric ``geometry`` and a ``utm_epsg`` column (the zone's
-    EPSG code, as ``from_metric`` needs it). Its ``.crs`` is that zone's CRS when all rows share one zone and
-    ``None`` when several zones mix (the geometries are then in different CRSs; use ``utm_epsg`` per row).
-    Raises ``InputError`` when ``gdf`` has no CRS.
-    """
-    crs = _require_crs(gdf)
-    geoms = np.asarray(gdf.geometry.values if isinstance(gdf, gpd.GeoDataFrame) else gdf.values, dtype=object)
-    if len(geoms) == 0:
-        return gpd.GeoDataFrame(
-            {METRIC_EPSG_COLUMN: pd.Series([], dtype=int)}, geometry=gpd.GeoSeries([]), index=gdf.index
-        )
-    cx, cy = _centroid_xy(geoms)
-    if crs.is_geographic and crs.equals(_WGS84, ignore_axis_order=True):
-        lon, lat = cx, cy
-    else:
-        lon, lat = Transformer.from_crs(crs, _WGS84, always_xy=True).transform(cx, cy)
-    codes = utm_epsg(lon, lat)
-    out = np.empty(len(geoms), dtype=object)
-    for code in np.unique(codes):
-        idx = np.flatnonzero(codes == code)
-        out[idx] = gpd.GeoSeries(geoms[idx], crs=crs).to_crs(epsg=int(code)).values
-    single = len(np.unique(codes)) == 1
-    return gpd.GeoDataFrame(
-        {METRIC_EPSG_COLUMN: codes},
-        geometry=gpd.GeoSeries(out, index=gdf.index),
-        index=gdf.index,
-        crs=CRS.from_epsg(int(codes[0])) if single else None,
-    )
-
-
-def from_metric(
-    geoms: Sequence[Any] | gpd.GeoSeries | np.ndarray, epsg: Sequence[int] | np.ndarray, crs: Any
-) -> gpd.GeoSeries:
-    """Inverse of ``to_metric``: geometries in the EPSG codes ``epsg`` (one per row) back into ``crs``.
-
-    The result keeps ``geoms``' index when it is a GeoSeries.
-    """
-    index = geoms.index if isinstance(geoms, gpd.GeoSeries) else None
-    arr = np.asarray(geoms.values if isinstance(geoms, gpd.GeoSeries) else list(geoms), dtype=object)
-    codes = np.asarray(epsg, dtype=int)
-    out = np.empty(len(arr), dtype=object)
-    target = CRS.from_user_input(crs)
-    for code in np.unique(codes):
-        idx = np.flatnonzero(codes == code)
-        out[idx] = gpd.GeoSeries(arr[idx], crs=int(code)).to_crs(target).values
-    return gpd.GeoSeries(out, index=index, crs=target)
-
-
 # -------------------- shape
-
-
-def _to_lonlat(x: np.ndarray, y: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lon = np.full(len(x), np.nan)
-    lat = np.full(len(x), np.nan)
-    for code in np.unique(codes):
-        idx = np.flatnonzero(codes == code)
-        tr = Transformer.from_crs(CRS.from_epsg(int(code)), _WGS84, always_xy=True)
-        lon[idx], lat[idx] = tr.transform(x[idx], y[idx])
-    return lon, lat
 
 
 def shape_attributes(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
@@ -219,17 +111,17 @@ def shape_attributes(gdf: gpd.GeoDataFrame) -> pd.DataFrame:
             continue
         p0[i], p1[i] = a, b
 
-    lon0, lat0 = _to_lonlat(p0[:, 0], p0[:, 1], codes)
-    lon1, lat1 = _to_lonlat(p1[:, 0], p1[:, 1], codes)
+    lon0, lat0 = to_lonlat(p0[:, 0], p0[:, 1], codes)
+    lon1, lat1 = to_lonlat(p1[:, 0], p1[:, 1], codes)
     has = np.isfinite(lon0) & np.isfinite(lon1) & (length > 0)
     orient = np.full(n, np.nan)
     if has.any():
-        az, _, _ = _GEOD.inv(lon0[has], lat0[has], lon1[has], lat1[has])
+        az, _, _ = GEOD.inv(lon0[has], lat0[has], lon1[has], lat1[has])
         az = np.mod(np.asarray(az, dtype=float), 180.0)
         orient[has] = np.where(az >= 180.0, 0.0, az)
 
-    cx, cy = _centroid_xy(geoms)
-    clon, clat = _to_lonlat(cx, cy, codes)
+    cx, cy = centroid_xy(geoms)
+    clon, clat = to_lonlat(cx, cy, codes)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         compact = np.where(perim > 0, 4.0 * math.pi * area / perim**2, np.nan)
@@ -254,7 +146,7 @@ def _in_crs(gdf: gpd.GeoDataFrame | gpd.GeoSeries, crs: Any, path: str | Path) -
     """Footprint geometries (object array, positional) in the raster CRS ``crs``."""
     if crs is None:
         raise InputError(f"{Path(path).name}: the raster has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
-    src_crs = _require_crs(gdf)
+    src_crs = require_crs(gdf)
     geoms = gdf.geometry if isinstance(gdf, gpd.GeoDataFrame) else gdf
     if not src_crs.equals(CRS.from_user_input(crs)):
         geoms = geoms.to_crs(crs)
@@ -297,71 +189,6 @@ def _iter_footprints(ds: Any, geoms: np.ndarray) -> Iterator[tuple[int, Window, 
             yield pos, found[0], found[1]
 
 
-def _valid(ds: Any, bands: Sequence[int], window: Window, data: np.ndarray) -> np.ndarray:
-    """Pixels valid in every band: GDAL masks (nodata, alpha, internal mask) and finite values."""
-    masks = ds.read_masks(list(bands), window=window)
-    return np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
-
-
-def _grey_range(ds: Any, bands: Sequence[int]) -> tuple[float, float]:
-    """Value range mapped onto the GLCM levels: 0-256 for 8-bit, else the raster's 0.5-99.5 % luma range.
-
-    The range comes from a decimated read when the raster is small or has overviews, else from a grid of
-    8 x 8 windows of 128 pixels, so it costs little on large rasters and is the same for every footprint.
-    """
-    if all(ds.dtypes[b - 1] == "uint8" for b in bands):
-        return 0.0, 256.0
-    side = 1024
-    samples: list[tuple[np.ndarray, np.ndarray]] = []
-    if max(ds.width, ds.height) <= 4 * side or ds.overviews(bands[0]):
-        f = max(1.0, max(ds.width, ds.height) / side)
-        shape = (len(bands), max(1, int(ds.height / f)), max(1, int(ds.width / f)))
-        data = ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
-        masks = ds.read_masks(list(bands), out_shape=shape, resampling=Resampling.nearest)
-        samples.append((data, masks))
-    else:
-        h, w = min(128, ds.height), min(128, ds.width)
-        for r in np.linspace(0, ds.height - h, 8).astype(int):
-            for c in np.linspace(0, ds.width - w, 8).astype(int):
-                win = Window(int(c), int(r), w, h)
-                samples.append((ds.read(list(bands), window=win), ds.read_masks(list(bands), window=win)))
-    greys = []
-    for data, masks in samples:
-        data = data.astype(np.float64)
-        ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
-        greys.append(np.tensordot(_LUMA, data[:, ok], axes=1))
-    grey = np.concatenate(greys)
-    if grey.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(grey, [0.5, 99.5])
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
-
-
-def _texture(grey: np.ndarray, inside: np.ndarray, lo: float, hi: float) -> dict[str, float]:
-    """GLCM properties of the grey pixels inside the footprint (pixels outside never form a pair)."""
-    q = np.floor((grey - lo) / (hi - lo) * GLCM_LEVELS)
-    q = np.clip(np.nan_to_num(q, nan=0.0), 0, GLCM_LEVELS - 1).astype(np.uint8)
-    q[~inside] = GLCM_LEVELS
-    glcm = graycomatrix(q, [1], _GLCM_ANGLES, levels=GLCM_LEVELS + 1, symmetric=True, normed=False)
-    p = glcm[:GLCM_LEVELS, :GLCM_LEVELS].astype(np.float64)
-    sums = p.sum(axis=(0, 1))  # (1, n_angles)
-    keep = sums[0] > 0
-    if not keep.any():
-        return {}
-    p = p[:, :, :, keep] / sums[:, keep]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=(0, 1))
-    return {
-        "texture_contrast": float(graycoprops(p, "contrast").mean()),
-        "texture_homogeneity": float(graycoprops(p, "homogeneity").mean()),
-        "texture_energy": float(graycoprops(p, "energy").mean()),
-        "texture_correlation": float(graycoprops(p, "correlation").mean()),
-        "texture_entropy": float(ent.mean()),
-    }
-
-
 def image_attributes(
     gdf: gpd.GeoDataFrame, raster_path: str | Path, bands: Sequence[int] = (1, 2, 3)
 ) -> pd.DataFrame:
@@ -390,20 +217,20 @@ def image_attributes(
         if len(gdf) == 0:
             return out
         geoms = _in_crs(gdf, ds.crs, raster_path)
-        lo, hi = _grey_range(ds, bands)
+        lo, hi = grey_range(ds, bands)
         values = np.full((len(gdf), len(IMAGE_COLUMNS)), np.nan)
         col = {c: i for i, c in enumerate(IMAGE_COLUMNS)}
         for pos, win, inside in _iter_footprints(ds, geoms):
             data = ds.read(list(bands), window=win).astype(np.float64)
-            sel = inside & _valid(ds, bands, win, data)
+            sel = inside & valid_pixels(ds.read_masks(list(bands), window=win), data)
             if not sel.any():
                 continue
             pix = data[:, sel]
             for k, c in enumerate("rgb"):
                 values[pos, col[f"mean_{c}"]] = pix[k].mean()
                 values[pos, col[f"std_{c}"]] = pix[k].std()
-            grey = np.tensordot(_LUMA, data, axes=1)
-            for key, v in _texture(grey, sel, lo, hi).items():
+            grey = np.tensordot(LUMA, data, axes=1)
+            for key, v in glcm_texture(grey, sel, lo, hi).items():
                 values[pos, col[key]] = v
     out.loc[:, :] = values
     return out
@@ -425,8 +252,7 @@ def _open(path: str | Path, what: str) -> Any:
 
 def _band_values(ds: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
     data = ds.read(1, window=window).astype(np.float64)
-    valid = (ds.read_masks(1, window=window) > 0) & np.isfinite(data)
-    return data, valid
+    return data, valid_pixels(ds.read_masks(1, window=window), data)
 
 
 def height_attributes(

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 from rasterio.errors import RasterioIOError
 from shapely.geometry import box
 
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
-from bldgseg.errors import InputError, OutputExistsError
-from bldgseg.export import write_gpkg
+from bldgseg.defaults import DEFAULT_MIN_AREA_M2
+from bldgseg.errors import InputError
+from bldgseg.export import errors_table, write_buildings
+from bldgseg.footprints import read_footprints
 from bldgseg.io import SkippedInput, discover_inputs, open_raster_info
+from bldgseg.progress import ProgressFn, report_progress
+from bldgseg.vector_formats import check_vector_output
 from bldgseg.vectorize import mask_to_polygons
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-def refuse_existing(output: Path, overwrite: bool) -> None:
-    if Path(output).exists() and not overwrite:
-        raise OutputExistsError(
-            f"{output}: already exists; pass --overwrite to replace it or choose another -o"
-        )
 
 
 def read_mask_file(
@@ -56,14 +50,15 @@ def vectorize_mask_files(
     masks: Sequence[Path],
     output: Path,
     threshold: float = 0.5,
-    min_area_m2: float = 4.0,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
     simplify_m: float = 0.2,
     regularize: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> tuple[int, list[SkippedInput]]:
-    """Polygons with shape attributes from mask rasters into ``output`` (layer ``buildings``)."""
-    refuse_existing(output, overwrite)
+    """Polygons with shape attributes from mask rasters into ``output`` (layer ``buildings``; GeoPackage,
+    GeoParquet or FlatGeobuf by extension)."""
+    check_vector_output(output, overwrite)
     paths = discover_inputs(masks)
     frames, skipped = [], []
     for done, path in enumerate(paths, start=1):
@@ -84,46 +79,18 @@ def vectorize_mask_files(
         frame = pd.concat([polygons, shape_attributes(polygons)], axis=1)
         frame["source_image"] = str(path)
         frames.append(gpd.GeoDataFrame(frame, geometry="geometry", crs=crs))
-        if progress:
-            progress("masks", done, len(paths))
+        report_progress(progress, "masks", done, len(paths))
     if not frames:
         raise InputError(f"no usable mask rasters among {len(paths)} file(s)")
     crs = frames[0].crs
     buildings = gpd.GeoDataFrame(pd.concat([f.to_crs(crs) for f in frames], ignore_index=True), crs=crs)
-    write_gpkg(output, {"buildings": buildings}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
+    write_buildings(output, buildings, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(buildings), skipped
 
 
 def skipped_table(skipped: list[SkippedInput]) -> pd.DataFrame:
     """The ``errors`` table of the output: files left out and why (same columns as ``bldgseg run``'s)."""
-    return pd.DataFrame(
-        {
-            "path": [str(s.path) for s in skipped],
-            "reason": [s.reason for s in skipped],
-            "stage": ["scan"] * len(skipped),
-            "unit": [""] * len(skipped),
-        },
-        columns=["path", "reason", "stage", "unit"],
-        dtype="string",
-    )
-
-
-def read_footprints(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
-    """Footprints from any OGR source, polygonal and with a CRS."""
-    try:
-        gdf = pyogrio.read_dataframe(path, layer=layer)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(
-            f"{Path(path).name}: cannot read footprints ({exc}); check the path and --layer"
-        ) from exc
-    if gdf.crs is None:
-        raise InputError(
-            f"{Path(path).name}: footprints have no CRS; set one with ogr2ogr -a_srs EPSG:<code>"
-        )
-    gdf = gdf[gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])]
-    if gdf.empty:
-        raise InputError(f"{Path(path).name}: no polygon footprints found; give a polygon layer (--layer)")
-    return gdf.reset_index(drop=True)
+    return errors_table((s.path, s.reason, "scan", "") for s in skipped)
 
 
 def enrich_footprints(
@@ -139,8 +106,8 @@ def enrich_footprints(
 ) -> tuple[int, list[SkippedInput]]:
     """Shape, colour, texture and height attributes for existing footprints; each footprint is measured from
     the first image (in the given order) that covers its centroid."""
-    refuse_existing(output, overwrite)
-    gdf = read_footprints(footprints, layer)
+    check_vector_output(output, overwrite)
+    gdf = read_footprints(footprints, layer, several="first")
     measured = pd.DataFrame(index=gdf.index)
     assigned = pd.Series("", index=gdf.index, dtype="string")
     skipped: list[SkippedInput] = []
@@ -159,11 +126,10 @@ def enrich_footprints(
             values = image_attributes(gdf[todo], info.path, bands=info.bands)
             measured = values.combine_first(measured)
             assigned[todo] = str(info.path)
-        if progress:
-            progress("images", done, len(paths))
+        report_progress(progress, "images", done, len(paths))
     out = pd.concat([gdf, shape_attributes(gdf), measured.reindex(gdf.index)], axis=1)
     out["height_m"] = height_attributes(gdf, ndsm=ndsm, dsm=dsm, dtm=dtm)
     out["source_image"] = assigned
     result = gpd.GeoDataFrame(out, geometry=gdf.geometry.name, crs=gdf.crs)
-    write_gpkg(output, {"buildings": result}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
+    write_buildings(output, result, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(result), skipped

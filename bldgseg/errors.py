@@ -1,8 +1,18 @@
-"""Project exceptions: one root, subclasses mixed with the matching builtins.
+"""Project exceptions (one root, subclasses mixed with the matching builtins) and one-line error messages.
 
 Messages say what went wrong, where, and how to fix it, on one line, e.g.
 ``scene.tif: expected 3 or more bands (RGB), found 1; use --bands to choose them``.
 """
+
+
+def one_line(exc: BaseException) -> str:
+    """The most informative message of ``exc`` (or its cause), squeezed onto one line for an error message."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and (not text or "previous exception" in text):
+        text = str(cause) or text
+    text = " ".join(text.split())
+    return text or type(exc).__name__
 
 
 class BldgsegError(Exception):

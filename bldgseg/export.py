@@ -1,17 +1,14 @@
-"""Atomic output writers: GeoPackages with QGIS styles, Cloud-Optimized GeoTIFFs.
+"""Atomic output writers: GeoPackages with QGIS styles, Cloud-Optimized GeoTIFFs, buildings in any output format.
 
-Every writer builds its output in a temporary file next to the destination (hidden name, same folder, so
-the final ``os.replace`` is atomic on one filesystem) and removes that file on any failure, Ctrl-C included.
-The destination is therefore either untouched or complete, never half-written.
+Every writer builds its output through :func:`bldgseg.files.atomic_write`: the destination is either untouched
+or complete, never half-written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -23,9 +20,22 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from bldgseg.errors import OutputExistsError
+from bldgseg.files import GPKG_SIDECARS, atomic_write, refuse_existing
+from bldgseg.vector_formats import output_format, write_frame
 
-__all__ = ["default_building_style", "read_layer", "write_cog", "write_gpkg"]
+__all__ = [
+    "EMPTY_LAYER_GEOMETRY_TYPE",
+    "ERROR_COLUMNS",
+    "GPKG_VERSION",
+    "check_frames",
+    "default_building_style",
+    "errors_table",
+    "read_layer",
+    "write_buildings",
+    "write_cog",
+    "write_gpkg",
+    "write_styles",
+]
 
 #: GeoPackage version written. 1.2 is read without warnings by every GDAL/QGIS still in use (GDAL < 3.7, e.g.
 #: QGIS 3.22 on Debian 12, warns that 1.4 files "may only be partially supported").
@@ -34,6 +44,9 @@ GPKG_VERSION = "1.2"
 #: Declared geometry type of an empty layer (no geometry to infer it from); override per layer with
 #: ``gdf.attrs["geometry_type"] = "MultiPolygon"`` (any pyogrio geometry type name).
 EMPTY_LAYER_GEOMETRY_TYPE = "Polygon"
+
+#: Columns of the ``errors`` table every command writes: the file, the one-line reason, the stage, the unit.
+ERROR_COLUMNS = ["path", "reason", "stage", "unit"]
 
 _RESERVED_PREFIXES = ("gpkg_", "rtree_", "sqlite_")
 _RESERVED_NAMES = {"layer_styles"}
@@ -88,16 +101,15 @@ def write_gpkg(
     """
     dest = Path(path)
     tables = dict(tables or {})
-    frames = _check_frames(layers, tables)
+    frames = check_frames(layers, tables)
     if styles is None:
         styles = {"buildings": default_building_style()} if "buildings" in layers else {}
     unknown = sorted(set(styles) - set(layers))
     if unknown:
         raise ValueError(f"styles given for {unknown}, which are not spatial layers being written")
-    _refuse_existing(dest, overwrite)
+    refuse_existing(dest, overwrite, label=dest.name, file=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-
-    def build(tmp: Path) -> None:
+    with atomic_write(dest, ".gpkg", overwrite=overwrite, sidecars=GPKG_SIDECARS) as tmp:
         for i, (name, frame) in enumerate(frames):
             kwargs: dict = {"driver": "GPKG", "layer": name}
             if i == 0:
@@ -108,9 +120,26 @@ def write_gpkg(
                 kwargs["geometry_type"] = frame.attrs.get("geometry_type", EMPTY_LAYER_GEOMETRY_TYPE)
             pyogrio.write_dataframe(frame, tmp, **kwargs)
         if styles:
-            _write_styles(tmp, styles)
+            write_styles(tmp, styles)
+    return dest
 
-    return _atomic_write(dest, ".gpkg", build, overwrite, sidecars=("-journal", "-wal", "-shm"))
+
+def write_buildings(
+    path: str | os.PathLike[str],
+    buildings: gpd.GeoDataFrame,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a ``buildings`` layer and attribute-only ``tables`` in the format ``path``'s extension names.
+
+    A GeoPackage is written by :func:`write_gpkg` (default style); GeoParquet and FlatGeobuf keep the tables
+    as metadata and sidecars (:mod:`bldgseg.vector_formats`; no QGIS style). Same checks and overwrite rule.
+    """
+    if output_format(path) == "gpkg":
+        return write_gpkg(path, {"buildings": buildings}, tables, overwrite=overwrite)
+    tables = dict(tables or {})
+    check_frames({"buildings": buildings}, tables)
+    return write_frame(Path(path), buildings, tables, overwrite=overwrite)
 
 
 def write_cog(
@@ -154,14 +183,20 @@ def write_cog(
     }
     if is_float:
         profile["predictor"] = "YES"  # the COG driver picks 3 (floating point) for float data
-    _refuse_existing(dest, overwrite)
+    refuse_existing(dest, overwrite, label=dest.name, file=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_write(dest, ".tif", overwrite=overwrite, sidecars=(".aux.xml", ".ovr", ".ovr.tmp")) as tmp,
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
+        dst.write(data)
+    return dest
 
-    def build(tmp: Path) -> None:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
 
-    return _atomic_write(dest, ".tif", build, overwrite, sidecars=(".aux.xml", ".ovr", ".ovr.tmp"))
+def errors_table(rows: Iterable[tuple[object, str, str, str]]) -> pd.DataFrame:
+    """The ``errors`` table of an output: one ``(path, reason, stage, unit)`` row per input or unit left out."""
+    records = [(str(path), reason, stage, unit) for path, reason, stage, unit in rows]
+    return pd.DataFrame(records, columns=ERROR_COLUMNS, dtype="string")
 
 
 def read_layer(path: str | os.PathLike[str], layer: str) -> gpd.GeoDataFrame | pd.DataFrame:
@@ -169,10 +204,10 @@ def read_layer(path: str | os.PathLike[str], layer: str) -> gpd.GeoDataFrame | p
     return pyogrio.read_dataframe(path, layer=layer)
 
 
-def _check_frames(
+def check_frames(
     layers: Mapping[str, gpd.GeoDataFrame], tables: Mapping[str, pd.DataFrame]
 ) -> list[tuple[str, pd.DataFrame]]:
-    """Validate names and types; spatial layers first, then tables."""
+    """Validate layer names and types (``ValueError`` / ``TypeError``); spatial layers first, then tables."""
     frames: list[tuple[str, pd.DataFrame]] = []
     for name, frame in layers.items():
         if not isinstance(frame, gpd.GeoDataFrame):
@@ -198,7 +233,7 @@ def _check_frames(
     return frames
 
 
-def _write_styles(gpkg: Path, styles: Mapping[str, str]) -> None:
+def write_styles(gpkg: Path, styles: Mapping[str, str]) -> None:
     """Store each QML as its layer's default style in ``layer_styles``, registered in ``gpkg_contents``."""
     con = sqlite3.connect(gpkg)
     try:
@@ -225,77 +260,3 @@ def _write_styles(gpkg: Path, styles: Mapping[str, str]) -> None:
                 )
     finally:
         con.close()
-
-
-def _refuse_existing(dest: Path, overwrite: bool) -> None:
-    if dest.is_dir():
-        raise OutputExistsError(f"{dest.name}: is a folder; choose a file name with -o")
-    if dest.exists() and not overwrite:
-        raise OutputExistsError(_exists_message(dest))
-
-
-def _exists_message(dest: Path) -> str:
-    return f"{dest.name}: already exists; pass --overwrite to replace it or choose another -o"
-
-
-def _temp_path(dest: Path, suffix: str) -> Path:
-    """Hidden sibling of ``dest``; ends in ``suffix`` so GDAL recognises the format."""
-    return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp{suffix}")
-
-
-def _atomic_write(
-    dest: Path, suffix: str, build: Callable[[Path], None], overwrite: bool, sidecars: tuple[str, ...]
-) -> Path:
-    """Run ``build(tmp)``, then move ``tmp`` onto ``dest``; on any exception remove ``tmp`` and re-raise."""
-    tmp = _temp_path(dest, suffix)
-    try:
-        build(tmp)
-        _fsync(tmp)
-        _publish(tmp, dest, overwrite)
-    except BaseException:
-        for leftover in _with_sidecars(tmp, sidecars):
-            with contextlib.suppress(OSError):
-                leftover.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dest.parent)
-    return dest
-
-
-def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
-    """Move ``tmp`` to ``dest``; without ``overwrite`` never clobber a file that appeared meanwhile."""
-    if overwrite:
-        os.replace(tmp, dest)
-        return
-    try:
-        os.link(tmp, dest)  # atomic, fails if dest exists
-    except FileExistsError:
-        raise OutputExistsError(_exists_message(dest)) from None
-    except OSError:  # filesystem without hard links
-        _refuse_existing(dest, overwrite)
-        os.replace(tmp, dest)
-    else:
-        tmp.unlink()
-
-
-def _with_sidecars(tmp: Path, sidecars: tuple[str, ...]) -> Iterator[Path]:
-    yield tmp
-    for extra in sidecars:
-        yield tmp.with_name(tmp.name + extra)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX; a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -1,180 +1,34 @@
-"""Building instances, Panoptic-DeepLab style: training targets from footprints, losses, grouping into labels.
+"""Building instances from predicted maps, Panoptic-DeepLab style: centres, grouping, fragments, matching.
 
-Targets (:func:`instance_targets`) come from an instance label image, one id per building, which
-:func:`rasterize_instances` burns from the footprint polygons (each polygon one instance), so the existing
-footprint datasets train the instance head with no extra labelling; :func:`connected_instances` is the
-fallback for mask-only datasets (touching buildings then stay merged).
-
-**Centre of a building**: the centre of mass of its pixels, rounded to the nearest pixel (``floor(c + 0.5)``,
-so the same building gets the same centre wherever it lies in a crop). When that pixel is not part of the
-building (concave shapes: L, U, courtyards), the building's pixel nearest to the centre of mass is used, so a
-centre always lies on its own building and cannot fall on a neighbour. Rounding to a pixel makes the heatmap
-peak exactly 1 at one pixel (no ties for the peak detection) and makes ``pixel + offset`` land exactly on
-the peak for perfect predictions.
-
-**Heatmap**: ``exp(-d^2 / (2 sigma^2))`` with ``d`` the distance to the nearest centre (equal to the maximum
-over the instances' Gaussians). **Offsets**: ``(centre_row - row, centre_col - col)`` in pixels for the pixels
-of each building, 0 elsewhere; they are translation invariant, so overlapping crops and tiles agree.
-
-:func:`group_instances` turns predicted maps into labels; :func:`instance_loss` is the Panoptic-DeepLab loss;
-:func:`training_loss` is one call for a training step of any registry model (semantic or instance, with or
-without the HRNet-OCR auxiliary output).
+:func:`group_instances` turns predicted maps (building probability, centre heatmap, offsets; see
+:mod:`bldgseg.instance_targets` for what the model learns) into labels; :func:`label_instances` is the chunk
+post-processing of ``bldgseg run``; :func:`match_instances` counts the instances two label images share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import rasterio.features
 import torch
-from affine import Affine
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 __all__ = [
-    "IGNORE_INDEX",
-    "LOSS_WEIGHTS",
     "NMS_KERNEL",
-    "TARGET_CHANNELS",
-    "connected_instances",
     "group_instances",
-    "instance_centres",
-    "instance_loss",
-    "instance_target_stack",
-    "instance_targets",
     "label_instances",
     "match_instances",
     "merge_fragments",
-    "rasterize_instances",
     "resample_instance_maps",
-    "training_loss",
 ]
 
-IGNORE_INDEX = 255
-#: Channel order of :func:`instance_target_stack` (the target tensor of an instance training sample).
-TARGET_CHANNELS: tuple[str, ...] = (
-    "semantic",
-    "center",
-    "offset_y",
-    "offset_x",
-    "center_weight",
-    "offset_weight",
-)
-#: (semantic, centre MSE, offset L1) weights. Centre x200 as Panoptic-DeepLab (the heatmap MSE, averaged over
-#: mostly-zero maps, is ~1e-3). Offsets x0.1 instead of its 0.01: its offsets are ~100 px (Cityscapes objects),
-#: ours ~10 px (houses at 0.3 m), so 0.1 gives the offset term the same share of the loss.
-LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 200.0, 0.1)
 #: Centre NMS window of :func:`label_instances` (model pixels): two peaks closer than half of it are one
 #: building. Wider than Panoptic-DeepLab's 7 because a building seen only in part by a window can leave a second
 #: peak a few pixels from its centre; at 0.3 m two house centres are rarely closer than 2 m (6 px).
 NMS_KERNEL = 13
 
 _EIGHT = np.ones((3, 3), dtype=bool)
-
-
-# --------------------------------------------------------------------------------------------- targets
-
-
-def rasterize_instances(
-    polygons: Iterable[Any], transform: Affine, shape: tuple[int, int], all_touched: bool = False
-) -> np.ndarray:
-    """Instance label image (int32, ``shape``): polygon ``i`` (0-based, input order) burns id ``i + 1``.
-
-    ``polygons`` are shapely geometries (or a GeoSeries / GeoDataFrame) in the raster's CRS; empty or missing
-    geometries burn nothing. Every pixel gets one id, so buildings sharing an edge split its pixels exactly
-    (a pixel belongs to the polygon containing its centre; GDAL's half-open rule decides centres lying on the
-    shared edge). Where footprints overlap, the smaller one is burned last and keeps the overlap, so a small
-    building is never erased by a larger one drawn around it.
-    """
-    geoms = list(getattr(polygons, "geometry", polygons))
-    shapes = [(g, i + 1) for i, g in enumerate(geoms) if g is not None and not g.is_empty]
-    if not shapes:
-        return np.zeros(shape, np.int32)
-    shapes.sort(key=lambda item: -item[0].area)
-    return rasterio.features.rasterize(
-        shapes, out_shape=shape, transform=transform, fill=0, all_touched=all_touched, dtype="int32"
-    )
-
-
-def connected_instances(mask: np.ndarray) -> np.ndarray:
-    """Instances of a 0/1(/255) mask without footprints: 8-connected components of the value 1 (int32)."""
-    labels, _ = ndimage.label(np.asarray(mask) == 1, structure=_EIGHT)
-    return labels.astype(np.int32)
-
-
-def instance_centres(instance_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, centres (n, 2) int64 row/col) of the positive labels; the centre rule is in the module docstring."""
-    labels = np.asarray(instance_labels)
-    fg = labels > 0
-    rows, cols = np.nonzero(fg)
-    ids, inverse = np.unique(labels[rows, cols], return_inverse=True)
-    if len(ids) == 0:
-        return ids.astype(np.int64), np.zeros((0, 2), np.int64)
-    count = np.bincount(inverse).astype(np.float64)
-    mean_r = np.bincount(inverse, weights=rows) / count
-    mean_c = np.bincount(inverse, weights=cols) / count
-    centres = np.stack([np.floor(mean_r + 0.5), np.floor(mean_c + 0.5)], axis=1).astype(np.int64)
-    outside = np.flatnonzero(labels[centres[:, 0], centres[:, 1]] != ids)
-    if len(outside):
-        order = np.argsort(inverse, kind="stable")  # pixels grouped by instance, raster order inside
-        starts = np.concatenate([[0], np.cumsum(count.astype(np.int64))])
-        for k in outside:
-            pix = order[starts[k] : starts[k + 1]]
-            d2 = (rows[pix] - mean_r[k]) ** 2 + (cols[pix] - mean_c[k]) ** 2
-            j = pix[int(np.argmin(d2))]
-            centres[k] = (rows[j], cols[j])
-    return ids.astype(np.int64), centres
-
-
-def instance_targets(
-    instance_labels: np.ndarray, sigma: float = 8.0, ignore: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre heatmap (H, W), offsets (2, H, W: dy, dx in pixels) and loss weights (2, H, W), all float32.
-
-    ``instance_labels``: one positive id per building, 0 background (e.g. from :func:`rasterize_instances`).
-    ``weights[0]`` weighs the heatmap loss (1 everywhere but ``ignore``), ``weights[1]`` the offset loss (1 on
-    building pixels not in ``ignore``). ``sigma`` is the Gaussian's standard deviation in pixels.
-    """
-    labels = np.asarray(instance_labels)
-    if labels.ndim != 2:
-        raise ValueError(f"instance labels must be 2-D, got shape {labels.shape}")
-    h, w = labels.shape
-    ids, centres = instance_centres(labels)
-    center = np.zeros((h, w), np.float32)
-    offsets = np.zeros((2, h, w), np.float32)
-    weights = np.ones((2, h, w), np.float32)
-    fg = labels > 0
-    weights[1] = fg
-    if len(ids):
-        seeds = np.ones((h, w), bool)
-        seeds[centres[:, 0], centres[:, 1]] = False
-        dist = ndimage.distance_transform_edt(seeds)
-        center = np.exp(-(dist**2) / (2.0 * sigma**2)).astype(np.float32)
-        rows, cols = np.nonzero(fg)
-        k = np.searchsorted(ids, labels[rows, cols])
-        offsets[0, rows, cols] = centres[k, 0] - rows
-        offsets[1, rows, cols] = centres[k, 1] - cols
-    if ignore is not None:
-        weights[:, np.asarray(ignore, bool)] = 0.0
-    return center, offsets, weights
-
-
-def instance_target_stack(mask: np.ndarray, instance_labels: np.ndarray, sigma: float = 8.0) -> np.ndarray:
-    """Training target (6, H, W) float32 in the order of :data:`TARGET_CHANNELS`.
-
-    ``mask`` (H, W) uint8 0/1/255 gives the semantic channel (255 kept, for the ignore-aware semantic loss)
-    and the ignored pixels of the other losses; building pixels without an instance id are left out of the
-    offset loss.
-    """
-    mask = np.asarray(mask)
-    labels = np.where(mask == 1, np.asarray(instance_labels), 0)
-    center, offsets, weights = instance_targets(labels, sigma, ignore=mask == IGNORE_INDEX)
-    return np.concatenate([mask[None].astype(np.float32), center[None], offsets, weights]).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------- post-processing
 
 
 def _numpy(a: Any) -> np.ndarray:
@@ -391,88 +245,3 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray, min_iou: float = 0
     union = t_area[ti[keep]] + p_area[pi[keep]] - inter[keep]
     matched = int(np.count_nonzero(inter[keep] > min_iou * union))
     return matched, int(np.count_nonzero(t_ids > 0)), int(np.count_nonzero(p_ids > 0))
-
-
-# ------------------------------------------------------------------------------------------------ losses
-
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _split_targets(targets: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if isinstance(targets, dict):
-        return targets
-    if targets.ndim != 4 or targets.shape[1] != len(TARGET_CHANNELS):
-        raise ValueError(
-            f"expected (N, 6, H, W) instance targets (TARGET_CHANNELS), got {tuple(targets.shape)}"
-        )
-    return {
-        "semantic": targets[:, 0:1],
-        "center": targets[:, 1:2],
-        "offset": targets[:, 2:4],
-        "center_weight": targets[:, 4:5],
-        "offset_weight": targets[:, 5:6],
-    }
-
-
-def instance_loss(
-    outputs: torch.Tensor | dict[str, torch.Tensor],
-    targets: torch.Tensor | dict[str, torch.Tensor],
-    base_semantic_loss: Loss,
-    weights: tuple[float, float, float] = LOSS_WEIGHTS,
-    return_parts: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict[str, float]]:
-    """Panoptic-DeepLab loss: ``w0 * semantic + w1 * centre MSE + w2 * offset L1`` (see :data:`LOSS_WEIGHTS`).
-
-    ``outputs``: the model's stacked (N, 4, H, W) tensor or a dict with ``semantic`` (N,1,H,W), ``center``
-    (N,1,H,W), ``offset`` (N,2,H,W). ``targets``: stacked (N, 6, H, W) as :data:`TARGET_CHANNELS` or a dict with
-    those names (``offset`` holding both components). The semantic term is ``base_semantic_loss(logit,
-    target)`` (e.g. the trainer's BCE + Dice, ignoring 255); the centre MSE is averaged over the pixels of
-    non-zero centre weight, the offset L1 (summed over dy and dx) over the building pixels, as in the
-    reference implementation. With ``return_parts`` the three unweighted terms come back too.
-    """
-    from bldgseg.models.panoptic import split_outputs
-
-    out = split_outputs(outputs)
-    tgt = _split_targets(targets)
-    semantic = base_semantic_loss(out["semantic"], tgt["semantic"])
-    cw = tgt["center_weight"].float()
-    ow = tgt["offset_weight"].float()
-    center = (((out["center"].float() - tgt["center"].float()) ** 2) * cw).sum() / cw.sum().clamp_min(1.0)
-    offset = ((out["offset"].float() - tgt["offset"].float()).abs() * ow).sum() / ow.sum().clamp_min(1.0)
-    total = weights[0] * semantic + weights[1] * center + weights[2] * offset
-    if return_parts:
-        parts = {
-            k: float(v.detach()) for k, v in (("semantic", semantic), ("center", center), ("offset", offset))
-        }
-        return total, parts
-    return total
-
-
-def training_loss(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    base_semantic_loss: Loss,
-    aux_weight: float = 0.4,
-) -> torch.Tensor:
-    """Loss of one training step for any registry model.
-
-    Instance targets ((N, 6, H, W), :data:`TARGET_CHANNELS`) use :func:`instance_loss`, other targets
-    ``base_semantic_loss``; a model with ``forward_with_aux`` (HRNet-OCR, alone or under the instance head)
-    adds ``aux_weight`` times the semantic loss of its auxiliary output.
-    """
-    aux = None
-    if hasattr(model, "forward_with_aux"):
-        outputs, aux = model.forward_with_aux(images)
-    else:
-        outputs = model(images)
-    instance = targets.ndim == 4 and targets.shape[1] == len(TARGET_CHANNELS)
-    if instance:
-        loss = instance_loss(outputs, targets, base_semantic_loss)
-        semantic_target = targets[:, :1]
-    else:
-        loss = base_semantic_loss(outputs, targets)
-        semantic_target = targets
-    if aux is not None:
-        loss = loss + aux_weight * base_semantic_loss(aux, semantic_target)
-    return loss

@@ -24,7 +24,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from bldgseg.errors import InputError
+from bldgseg.errors import InputError, one_line
 
 __all__ = [
     "DEFAULT_GLOB",
@@ -36,6 +36,7 @@ __all__ = [
     "open_raster_info",
     "read_rgb",
     "scan_inputs",
+    "valid_pixels",
 ]
 
 DEFAULT_GLOB = "*.tif*"
@@ -131,16 +132,6 @@ class SkippedInput:
     reason: str
 
 
-def _one_line(exc: BaseException) -> str:
-    """The most informative message of ``exc`` (or its cause), squeezed onto one line."""
-    text = str(exc)
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and (not text or "previous exception" in text):
-        text = str(cause) or text
-    text = " ".join(text.split())
-    return text or type(exc).__name__
-
-
 def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterInfo:
     """Open ``path``, validate it and return its :class:`RasterInfo`.
 
@@ -156,7 +147,7 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
             dataset = rasterio.open(path)
     except RasterioError as exc:
         raise InputError(
-            f"{name}: cannot be opened as a raster ({_one_line(exc)}); "
+            f"{name}: cannot be opened as a raster ({one_line(exc)}); "
             "check that the file is complete and in a GDAL-readable format (e.g. run `gdalinfo` on it)"
         ) from exc
     with dataset as ds:
@@ -166,7 +157,7 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
             raise
         except (RasterioError, CRSError, ProjError) as exc:
             raise InputError(
-                f"{name}: cannot be read ({_one_line(exc)}); "
+                f"{name}: cannot be read ({one_line(exc)}); "
                 "check the file with `gdalinfo -checksum` and re-export it"
             ) from exc
 
@@ -218,7 +209,7 @@ def _probe_blocks(ds: Any, name: str) -> None:
         ds.read(window=Window(ds.width - 1, ds.height - 1, 1, 1))
     except Exception as exc:  # any GDAL failure here means the pixel data is unusable
         raise InputError(
-            f"{name}: pixel data cannot be read, the file is truncated or corrupt ({_one_line(exc)}); "
+            f"{name}: pixel data cannot be read, the file is truncated or corrupt ({one_line(exc)}); "
             "copy or export the file again"
         ) from exc
 
@@ -315,7 +306,7 @@ def ground_sample_distance(
         pcrs = pyproj.CRS.from_user_input(crs)
     except CRSError as exc:
         raise InputError(
-            f"{name}: unusable coordinate reference system ({_one_line(exc)}); "
+            f"{name}: unusable coordinate reference system ({one_line(exc)}); "
             "assign a valid one with `gdal_edit.py -a_srs EPSG:<code> FILE`"
         ) from exc
     if pcrs.is_compound and pcrs.sub_crs_list:
@@ -372,6 +363,18 @@ def ground_sample_distance(
 # ---------------------------------------------------------------------------------------------- pixels
 
 
+def valid_pixels(masks: np.ndarray, data: np.ndarray | None = None) -> np.ndarray:
+    """The valid-pixel rule: GDAL masks (nodata, alpha, internal mask) set and, for float data, finite values.
+
+    ``masks`` and ``data`` are one band (H, W) or several (B, H, W) read alike (``read_masks`` / ``read``); the
+    result is (H, W) bool, True where every band is valid. ``data`` may be left out for integer bands.
+    """
+    valid = np.asarray(masks) != 0
+    if data is not None and np.asarray(data).dtype.kind in "fc":
+        valid = valid & np.isfinite(data)
+    return np.all(valid, axis=0) if valid.ndim == 3 else valid
+
+
 def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     scale = min(1.0, max_side / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
@@ -387,11 +390,10 @@ def estimate_stretch(dataset: Any, bands: Sequence[int]) -> tuple[tuple[float, f
     oh, ow = _decimated_shape(int(dataset.height), int(dataset.width), STRETCH_MAX_PIXELS)
     shape = (len(indexes), oh, ow)
     data = dataset.read(indexes, out_shape=shape, resampling=Resampling.nearest)
-    masks = dataset.read_masks(indexes, out_shape=shape, resampling=Resampling.nearest) != 0
+    masks = dataset.read_masks(indexes, out_shape=shape, resampling=Resampling.nearest)
     result = []
     for band_data, band_mask in zip(data, masks, strict=True):
-        ok = band_mask & np.isfinite(band_data) if band_data.dtype.kind == "f" else band_mask
-        values = band_data[ok]
+        values = band_data[valid_pixels(band_mask, band_data)]
         if values.size:
             low, high = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
         elif band_data.dtype.kind in "iu":
@@ -464,13 +466,11 @@ def read_rgb(
             )
     except RasterioError as exc:
         raise InputError(
-            f"{info.path.name}: reading window {win} failed ({_one_line(exc)}); "
+            f"{info.path.name}: reading window {win} failed ({one_line(exc)}); "
             "check the file with `gdalinfo -checksum` and re-export it"
         ) from exc
 
-    valid = np.all(masks != 0, axis=0)
-    if data.dtype.kind == "f":
-        valid &= np.all(np.isfinite(data), axis=0)
+    valid = valid_pixels(masks, data)
     if info.stretch is None and data.dtype == np.uint8:
         rgb = data
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
+from bldgseg.files import atomic_write, hidden_temp_path
 from bldgseg.io import RasterInfo
 
 
@@ -23,11 +22,7 @@ class ProbabilityMapWriter:
     def __init__(self, info: RasterInfo, destination: Path):
         self.destination = Path(destination)
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            dir=self.destination.parent, prefix=f".{self.destination.name}.", suffix=".tif"
-        )
-        os.close(fd)
-        self._scratch = Path(name)
+        self._scratch = hidden_temp_path(self.destination, ".tif")
         self._ds = rasterio.open(
             self._scratch,
             "w",
@@ -54,17 +49,12 @@ class ProbabilityMapWriter:
     def close(self) -> Path:
         """Finish the COG atomically at the destination and remove the scratch file."""
         self._ds.close()
-        fd, name = tempfile.mkstemp(
-            dir=self.destination.parent, prefix=f".{self.destination.name}.", suffix=".cog.tif"
-        )
-        os.close(fd)
         try:
-            rasterio.shutil.copy(
-                self._scratch, name, driver="COG", compress="deflate", overview_resampling="average"
-            )
-            os.replace(name, self.destination)
+            with atomic_write(self.destination, ".cog.tif", sync=False) as cog:
+                rasterio.shutil.copy(
+                    self._scratch, cog, driver="COG", compress="deflate", overview_resampling="average"
+                )
         finally:
-            Path(name).unlink(missing_ok=True)
             self._scratch.unlink(missing_ok=True)
         return self.destination
 

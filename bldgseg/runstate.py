@@ -11,7 +11,8 @@ Workers write parts themselves (to a hidden temporary name, then ``os.replace``)
 absent, and a unit that is run twice (a worker presumed dead, a resumed run) just replaces its part with an
 identical one. The ``.gpkg`` is written last: it is the unit's "done" marker. The client only reads the
 manifest and the parts' small ``unit`` tables until the final merge, which streams parts into the output
-GeoPackage's temporary file and renames it into place (see :mod:`bldgseg.export`).
+GeoPackage's temporary file and renames it into place (see :mod:`bldgseg.export`); GeoParquet and FlatGeobuf
+outputs are converted from such a GeoPackage (see :mod:`bldgseg.vector_formats`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,12 +40,12 @@ from bldgseg.errors import InputError, OutputExistsError
 from bldgseg.export import (
     EMPTY_LAYER_GEOMETRY_TYPE,
     GPKG_VERSION,
-    _atomic_write,
-    _check_frames,
-    _refuse_existing,
-    _write_styles,
+    check_frames,
     default_building_style,
+    write_styles,
 )
+from bldgseg.files import GPKG_SIDECARS, atomic_replace, atomic_write, refuse_existing
+from bldgseg.vector_formats import convert_layer, output_format, refuse_existing_outputs
 
 __all__ = [
     "MANIFEST",
@@ -127,25 +127,9 @@ class UnitRecord:
 # ------------------------------------------------------------------------------------- worker side
 
 
-def _hidden_tmp(dest: Path, suffix: str) -> Path:
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
-
-
 def _replace_atomically(dest: Path, suffix: str, build) -> None:
     """``build(tmp)`` a hidden sibling, fsync it, rename it onto ``dest``: ``dest`` is whole or absent."""
-    tmp = _hidden_tmp(dest, suffix)
-    try:
-        build(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
-            with contextlib.suppress(OSError):
-                leftover.unlink(missing_ok=True)
+    atomic_replace(dest, build, suffix, sidecars=("-journal",), sync_folder=False)
 
 
 def part_paths(run_dir: str | os.PathLike[str], uid: str) -> tuple[Path, Path, Path]:
@@ -393,54 +377,50 @@ def merge_buildings(
     *,
     overwrite: bool,
     multi: bool = False,
+    staging: Path | None = None,
 ) -> int:
-    """Stream the ``buildings`` of ``parts`` (in order) into the GeoPackage ``dest``, atomically.
+    """Stream the ``buildings`` of ``parts`` (in order) into ``dest``, atomically, in the format its extension
+    names (:mod:`bldgseg.vector_formats`).
 
     Each part is reprojected to ``crs``; at most :data:`MERGE_BATCH_ROWS` rows are held at once. ``empty`` is
     the (column-ordered, empty) frame written when no part has a building; ``tables`` are attribute-only tables
-    written after the layer; the QGIS style is stored as by :func:`bldgseg.export.write_gpkg`. Returns the
-    number of buildings written.
+    written after the layer (kept as metadata and sidecars by GeoParquet and FlatGeobuf); a GeoPackage gets
+    the QGIS style as from :func:`bldgseg.export.write_gpkg`. GeoParquet and FlatGeobuf are converted from a
+    temporary GeoPackage in the folder ``staging`` (default: next to ``dest``), removed afterwards. Returns
+    the number of buildings written.
     """
-    _check_frames({"buildings": empty}, tables)
-    _refuse_existing(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
+    dest = Path(dest)
+    check_frames({"buildings": empty}, tables)
+    if output_format(dest) == "gpkg":
+        refuse_existing(dest, overwrite, label=dest.name, file=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _merge_gpkg(dest, parts, crs, empty, tables, overwrite=overwrite, multi=multi, final=True)
+    refuse_existing_outputs(dest, overwrite, label=dest.name)
+    stage = Path(staging if staging is not None else dest.parent) / f".{dest.name}.merge.gpkg"
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written = _merge_gpkg(stage, parts, crs, empty, {}, overwrite=True, multi=multi, final=False)
+        convert_layer(stage, dest, tables, overwrite=overwrite)
+    finally:
+        stage.unlink(missing_ok=True)
+    return written
 
-    def build(tmp: Path) -> None:
-        nonlocal written
-        first = True
 
-        def flush(frames: list[gpd.GeoDataFrame]) -> None:
-            nonlocal first, written
-            batch = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
-            kwargs: dict[str, Any] = {"driver": "GPKG", "layer": "buildings"}
-            if first:
-                kwargs["dataset_options"] = {"VERSION": GPKG_VERSION}
-            else:
-                kwargs["append"] = True
-            if multi:
-                kwargs.update(geometry_type="MultiPolygon", promote_to_multi=True)
-            else:
-                kwargs["geometry_type"] = "Polygon"
-            pyogrio.write_dataframe(batch, tmp, **kwargs)
-            written += len(batch)
-            first = False
-
-        pending: list[gpd.GeoDataFrame] = []
-        rows = 0
-        for part in parts:
-            frame = pyogrio.read_dataframe(part, layer="buildings")
-            if not len(frame):
-                continue
-            frame = frame.to_crs(crs)[list(empty.columns)]
-            pending.append(frame)
-            rows += len(frame)
-            if rows >= MERGE_BATCH_ROWS:
-                flush(pending)
-                pending, rows = [], 0
-        if pending:
-            flush(pending)
-        if first:  # no building at all: an empty layer with every column
+def _merge_gpkg(
+    dest: Path,
+    parts: Sequence[Path],
+    crs: Any,
+    empty: gpd.GeoDataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    overwrite: bool,
+    multi: bool,
+    final: bool,
+) -> int:
+    """The GeoPackage merge; a non-``final`` one (to be converted) gets no spatial index and no style."""
+    with atomic_write(dest, ".gpkg", overwrite=overwrite, sidecars=GPKG_SIDECARS) as tmp:
+        written = _stream_parts(tmp, parts, crs, list(empty.columns), multi, spatial_index=final)
+        if not written:  # no building at all: an empty layer with every column
             geometry_type = "MultiPolygon" if multi else empty.attrs.get("geometry_type", "Polygon")
             pyogrio.write_dataframe(
                 empty,
@@ -452,7 +432,46 @@ def merge_buildings(
             )
         for name, table in tables.items():
             pyogrio.write_dataframe(table, tmp, driver="GPKG", layer=name, append=False)
-        _write_styles(tmp, {"buildings": default_building_style()})
+        if final:
+            write_styles(tmp, {"buildings": default_building_style()})
+    return written
 
-    _atomic_write(dest, ".gpkg", build, overwrite, sidecars=("-journal", "-wal", "-shm"))
+
+def _stream_parts(
+    gpkg: Path, parts: Sequence[Path], crs: Any, columns: list[str], multi: bool, spatial_index: bool = True
+) -> int:
+    """Append the parts' buildings (reprojected to ``crs``, ``columns`` in order) to layer ``buildings`` of
+    ``gpkg`` in batches of about :data:`MERGE_BATCH_ROWS` rows; returns how many were written."""
+    written = 0
+
+    def flush(frames: list[gpd.GeoDataFrame]) -> None:
+        nonlocal written
+        batch = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
+        kwargs: dict[str, Any] = {"driver": "GPKG", "layer": "buildings"}
+        if written == 0:
+            kwargs["dataset_options"] = {"VERSION": GPKG_VERSION}
+            if not spatial_index:
+                kwargs["layer_options"] = {"SPATIAL_INDEX": "NO"}
+        else:
+            kwargs["append"] = True
+        if multi:
+            kwargs.update(geometry_type="MultiPolygon", promote_to_multi=True)
+        else:
+            kwargs["geometry_type"] = "Polygon"
+        pyogrio.write_dataframe(batch, gpkg, **kwargs)
+        written += len(batch)
+
+    pending: list[gpd.GeoDataFrame] = []
+    rows = 0
+    for part in parts:
+        frame = pyogrio.read_dataframe(part, layer="buildings")
+        if not len(frame):
+            continue
+        pending.append(frame.to_crs(crs)[columns])
+        rows += len(frame)
+        if rows >= MERGE_BATCH_ROWS:
+            flush(pending)
+            pending, rows = [], 0
+    if pending:
+        flush(pending)
     return written

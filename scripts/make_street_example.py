@@ -25,9 +25,9 @@ from pyproj import Geod
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bldgseg.palettes import LABELMEFACADE_PALETTE  # noqa: E402
 from bldgseg.street.cameras import focal_from_35mm  # noqa: E402
 from bldgseg.street.parsing import save_labels  # noqa: E402
-from bldgseg.train.datasets import LABELMEFACADE_PALETTE  # noqa: E402
 from tests.test_street_render import CAR, VEGETATION, Box, Shot, render  # noqa: E402
 
 #: Where the street lies (a made-up place; local metres are east/north of it, true north).

@@ -28,7 +28,9 @@ from pathlib import Path
 from bldgseg.evaluation import evaluate, write_report
 from bldgseg.pipeline import RunConfig, run
 from bldgseg.train.augment import build_augmentation
-from bldgseg.train.datasets import TrainSample, load_geotiff_footprints, load_mask_pairs
+from bldgseg.train.data import TrainSample
+from bldgseg.train.datasets import load_mask_pairs
+from bldgseg.train.footprint_samples import load_geotiff_footprints
 from bldgseg.train.trainer import TrainConfig, train
 
 GSD = 0.3

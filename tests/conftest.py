@@ -51,7 +51,7 @@ class RoofInstanceNet(RedRoofNet):
     """RedRoofNet's building logit plus exact instance maps: each roof is a region of one shade.
 
     Every roof pixel takes the nearest of :data:`ROOF_SHADES` (resampled edge pixels mix colours); the centre
-    heatmap and offsets are :func:`bldgseg.instances.instance_target_stack` of the window's connected
+    heatmap and offsets are :func:`bldgseg.instance_targets.instance_target_stack` of the window's connected
     same-shade regions, i.e. what a perfectly trained instance head would predict for that window, including
     for buildings cut by the window's edge.
     """
@@ -59,7 +59,7 @@ class RoofInstanceNet(RedRoofNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from skimage.measure import label
 
-        from bldgseg.instances import instance_target_stack
+        from bldgseg.instance_targets import instance_target_stack
 
         logit = super().forward(x)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)

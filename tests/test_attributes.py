@@ -17,12 +17,9 @@ from shapely.geometry import Polygon, box
 from bldgseg.attributes import (
     IMAGE_COLUMNS,
     SHAPE_COLUMNS,
-    from_metric,
     height_attributes,
     image_attributes,
     shape_attributes,
-    to_metric,
-    utm_epsg,
 )
 from bldgseg.errors import InputError
 from bldgseg.vectorize import mask_to_polygons
@@ -53,42 +50,6 @@ def _write(path: Path, data: np.ndarray, transform: Affine, crs, nodata=None) ->
     ) as dst:
         dst.write(data)
     return path
-
-
-# -------------------- metric CRS
-
-
-def test_utm_epsg_zones():
-    assert utm_epsg(9.0, 60.0).tolist() == [32632]
-    assert utm_epsg([-71.0, 151.2], [-33.4, -33.9]).tolist() == [32719, 32756]
-    assert utm_epsg(179.99, 0.1).tolist() == [32660]
-    assert utm_epsg(10.0, 86.0).tolist() == [32661]
-
-
-def test_to_metric_mixed_zones_and_round_trip():
-    gdf = gpd.GeoDataFrame(
-        {"name": ["oslo", "santiago"]},
-        geometry=[box(10.7, 59.9, 10.7002, 59.9001), box(-70.65, -33.45, -70.6498, -33.4499)],
-        crs=4326,
-        index=[7, 3],
-    )
-    metric = to_metric(gdf)
-    assert metric.crs is None
-    assert metric.index.tolist() == [7, 3]
-    assert metric["utm_epsg"].tolist() == [32632, 32719]
-    assert metric.geometry.iloc[0].centroid.x == pytest.approx(595_000, abs=5_000)  # easting in metres
-    back = from_metric(metric.geometry, metric["utm_epsg"], 4326)
-    assert back.crs.to_epsg() == 4326
-    assert back.index.tolist() == [7, 3]
-    for a, b in zip(back, gdf.geometry, strict=True):
-        assert a.symmetric_difference(b).area < 1e-6 * b.area
-    one = to_metric(gdf.iloc[:1])
-    assert one.crs.to_epsg() == 32632
-
-
-def test_to_metric_needs_crs():
-    with pytest.raises(InputError):
-        to_metric(gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]))
 
 
 # -------------------- shape

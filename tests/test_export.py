@@ -148,7 +148,7 @@ def test_failure_in_styles_step_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "_write_styles", boom)
+    monkeypatch.setattr(export, "write_styles", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         write_gpkg(tmp_path / "out.gpkg", {"buildings": buildings()}, {"runs": runs()})
     assert files_in(tmp_path) == []

@@ -9,11 +9,11 @@ import timm
 import torch
 
 from bldgseg.errors import ModelError
-from bldgseg.instances import training_loss
 from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
 from bldgseg.models.hrnet_ocr import AUX_WEIGHT, HRNetOCR, ObjectAttention, SpatialGather, ocr_loss
 from bldgseg.models.panoptic import PanopticBuildingNet, register_instance_architectures
-from bldgseg.train.trainer import TrainConfig, make_loss
+from bldgseg.train.losses import make_loss, training_loss
+from bldgseg.train.trainer import TrainConfig
 
 register_instance_architectures()
 

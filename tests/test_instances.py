@@ -14,20 +14,15 @@ from scipy import ndimage
 from shapely.geometry import box
 
 from bldgseg.errors import InputError
-from bldgseg.instances import (
+from bldgseg.instance_targets import (
     TARGET_CHANNELS,
     connected_instances,
-    group_instances,
     instance_centres,
-    instance_loss,
     instance_target_stack,
     instance_targets,
-    match_instances,
-    merge_fragments,
     rasterize_instances,
-    resample_instance_maps,
-    training_loss,
 )
+from bldgseg.instances import group_instances, match_instances, merge_fragments, resample_instance_maps
 from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
 from bldgseg.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from bldgseg.models.panoptic import (
@@ -38,7 +33,8 @@ from bldgseg.models.panoptic import (
     split_outputs,
     unflip_instance_maps,
 )
-from bldgseg.train.trainer import TrainConfig, make_loss
+from bldgseg.train.losses import instance_loss, make_loss, training_loss
+from bldgseg.train.trainer import TrainConfig
 from bldgseg.vectorize import label_image_to_polygons, mask_to_polygons
 
 register_instance_architectures()

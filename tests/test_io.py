@@ -24,6 +24,7 @@ from bldgseg.io import (
     open_raster_info,
     read_rgb,
     scan_inputs,
+    valid_pixels,
 )
 
 # rasterio 1.4 with affine 3 warns about `transform * window` inside its own boundless-read code.
@@ -327,3 +328,11 @@ def test_checkerboard_average_when_shrinking(tmp_path: Path) -> None:
     rgb, _valid = read_rgb(info, Window(0, 0, 16, 16), out_shape=(8, 8))
     assert (rgb == 100).all()  # average, not nearest
     assert math.isclose(float(rgb.mean()), 100.0)
+
+
+def test_valid_pixels_rule():
+    masks = np.array([[[255, 0], [255, 255]], [[255, 255], [255, 0]]], np.uint8)
+    data = np.array([[[1.0, 2.0], [np.nan, 4.0]], [[1.0, 2.0], [3.0, 4.0]]], np.float32)
+    assert valid_pixels(masks, data).tolist() == [[True, False], [False, False]]
+    assert valid_pixels(masks[0]).tolist() == [[True, False], [True, True]]
+    assert valid_pixels(masks[1], data[0]).tolist() == [[True, True], [False, False]]

@@ -1,4 +1,4 @@
-"""Camera models and poses: EXIF GPS/focal/XMP, pose tables, missing and contradictory fields."""
+"""Tests for bldgseg.street.cameras, .exif and .poses: camera models, EXIF/XMP, pose tables, bad fields."""
 
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from bldgseg.errors import InputError
-from bldgseg.street.cameras import (
-    Camera,
-    PoseFields,
-    exif_pose,
-    focal_from_35mm,
-    hfov_to_focal,
-    lookup_pose,
-    read_pose_table,
-    resolve_pose,
-)
+from bldgseg.street.cameras import Camera, focal_from_35mm, hfov_to_focal
+from bldgseg.street.exif import exif_pose
+from bldgseg.street.poses import PoseFields, lookup_pose, read_pose_table, resolve_pose
 from tests.test_street_render import Shot, shot_rays
 
 XMP_PANO = (

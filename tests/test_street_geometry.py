@@ -1,4 +1,4 @@
-"""Street geometry on rendered scenes: height, facade width, floors, window-to-wall ratio, occlusion."""
+"""Tests for bldgseg.street.geometry, .walls, .level_grid on rendered scenes: height, width, floors, WWR, occlusion."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import shapely.affinity
 
 from bldgseg.errors import InputError
 from bldgseg.street.cameras import Camera, hfov_to_focal
-from bldgseg.street.geometry import (
-    ClassRoles,
-    Footprints,
-    cast_rays,
-    floors_from_profile,
-    level_grid,
-    measure_photo,
-)
+from bldgseg.street.geometry import ClassRoles, floors_from_profile, measure_photo
+from bldgseg.street.level_grid import level_grid
+from bldgseg.street.walls import Footprints, cast_rays
 from tests.test_street_render import BUILDING, CAR, CLASSES, SKY, VEGETATION, Box, Shot, render
 
 ROLES = ClassRoles.from_names(CLASSES)

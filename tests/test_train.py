@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 
 from bldgseg.cli import app
 from bldgseg.errors import InputError
-from bldgseg.instances import TARGET_CHANNELS
+from bldgseg.instance_targets import TARGET_CHANNELS
 from bldgseg.models import load_checkpoint
 from bldgseg.models.panoptic import PanopticBuildingNet
 from bldgseg.models.pretrained import lite_checkpoint_path, map_lite_state_dict
 from bldgseg.train.augment import build_augmentation
-from bldgseg.train.datasets import TrainSample
+from bldgseg.train.data import TrainSample
 from bldgseg.train.trainer import TrainConfig, TrainingSet, init_model, train
 from tests.conftest import SAMPLE
 
@@ -84,6 +84,8 @@ def test_tiny_training_run_lowers_loss_and_writes_a_loadable_complete_checkpoint
 def test_resume_continues_from_the_last_epoch(tmp_path):
     config = tiny_config(epochs=1, steps_per_epoch=2)
     train(config, toy_samples(4, 0), toy_samples(2, 1), tmp_path, build_augmentation(64))
+    saved = torch.load(tmp_path / "last.state.pt", weights_only=True)  # plain tensors and numbers only
+    assert saved["epoch"] == 1 and "state" in saved["optimizer"]
     resumed = train(
         tiny_config(epochs=2, steps_per_epoch=2),
         toy_samples(4, 0),

@@ -13,17 +13,11 @@ from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from bldgseg.errors import InputError
+from bldgseg.palettes import IGNORE_INDEX, LABELMEFACADE_CLASSES, LABELMEFACADE_PALETTE
 from bldgseg.train.augment import DEFAULT_AUGMENTATION, build_augmentation
-from bldgseg.train.data import Sample
-from bldgseg.train.datasets import (
-    IGNORE_INDEX,
-    LABELMEFACADE_CLASSES,
-    LABELMEFACADE_PALETTE,
-    TrainSample,
-    load_geotiff_footprints,
-    load_mask_pairs,
-    load_palette_pairs,
-)
+from bldgseg.train.data import Sample, TrainSample
+from bldgseg.train.datasets import load_mask_pairs, load_palette_pairs
+from bldgseg.train.footprint_samples import load_geotiff_footprints
 from bldgseg.train.split import geographic_split
 from tests.conftest import write_rgb
 

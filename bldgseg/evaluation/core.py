@@ -6,7 +6,7 @@ the metrics of ``bldgseg.evaluation.metrics``; overall metrics are those of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ from bldgseg.evaluation.units import (
     select_near,
     vector_units,
 )
+from bldgseg.progress import ProgressFn
 
 __all__ = ["ProgressFn", "evaluate"]
 
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass

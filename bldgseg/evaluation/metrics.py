@@ -27,8 +27,9 @@ import pandas as pd
 import shapely
 from pyproj import CRS, Transformer
 
-from bldgseg.attributes import shape_attributes, utm_epsg
+from bldgseg.attributes import shape_attributes
 from bldgseg.errors import InputError
+from bldgseg.geo_metric import utm_epsg
 
 __all__ = [
     "DEFINITIONS",

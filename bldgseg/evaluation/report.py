@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from bldgseg.errors import OutputExistsError
+from bldgseg.files import atomic_replace
 from bldgseg.io import open_raster_info, read_rgb
 
 __all__ = [
@@ -441,11 +441,6 @@ def _html(report: EvaluationReport, overlays: dict[str, str]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``text`` to ``path`` atomically (a hidden sibling renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        scratch.write_text(text, encoding="utf-8")
-        os.replace(scratch, path)
-    finally:
-        scratch.unlink(missing_ok=True)
+    atomic_replace(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), sync=False)

@@ -10,7 +10,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 from affine import Affine
 from pyproj import CRS
@@ -19,7 +18,8 @@ from shapely.geometry import Polygon
 
 from bldgseg.enrich import read_mask_file
 from bldgseg.errors import InputError
-from bldgseg.io import RasterInfo, discover_inputs, open_raster_info
+from bldgseg.footprints import choose_layer, read_footprints, spatial_layers
+from bldgseg.io import RasterInfo, discover_inputs, open_raster_info, valid_pixels
 from bldgseg.vectorize import mask_to_polygons
 
 __all__ = [
@@ -58,46 +58,6 @@ def to_paths(value: PathLike | Sequence[PathLike]) -> list[Path]:
     return [Path(v) for v in value]
 
 
-def _spatial_layers(path: Path) -> list[str]:
-    """Names of the layers of ``path`` that have geometries; [] when it is not a vector dataset."""
-    if path.is_dir():
-        return []
-    try:
-        layers = pyogrio.list_layers(path)
-    except pyogrio.errors.DataSourceError:
-        return []
-    return [str(name) for name, geometry_type in layers if geometry_type is not None]
-
-
-def _pick_layer(path: Path, layer: str | None, option: str, strict: bool) -> str:
-    layers = _spatial_layers(path)
-    if layer is not None and layer in layers:
-        return layer
-    if layer is not None and strict:
-        raise InputError(
-            f"{path.name}: no layer {layer!r} (layers: {', '.join(layers)}); pass another {option}"
-        )
-    if len(layers) == 1:
-        return layers[0]
-    if "buildings" in layers:
-        return "buildings"
-    raise InputError(f"{path.name}: several layers ({', '.join(layers)}); choose one with {option}")
-
-
-def _read_vector(path: Path, layer: str) -> gpd.GeoDataFrame:
-    """Polygonal rows of ``layer`` with a fresh RangeIndex; the layer must have a CRS."""
-    try:
-        gdf = pyogrio.read_dataframe(path, layer=layer)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(
-            f"{path.name}: cannot read layer {layer!r} ({exc}); check the file and layer"
-        ) from exc
-    if gdf.crs is None:
-        raise InputError(f"{path.name}: layer {layer!r} has no CRS; set one with ogr2ogr -a_srs EPSG:<code>")
-    keep = gdf.geometry.notna() & gdf.geom_type.isin(["Polygon", "MultiPolygon"])
-    return gdf[keep].reset_index(drop=True)
-
-
 def find_sources(paths: list[Path], what: str) -> tuple[str, list[Path]]:
     """``("vector", footprint files)`` or ``("raster", rasters)``: files by content; folders searched for
     rasters (``*.tif*``, ``*.vrt`` ...) and, holding none, for footprint files (``*.gpkg``, ``*.geojson`` ...)."""
@@ -113,9 +73,9 @@ def find_sources(paths: list[Path], what: str) -> tuple[str, list[Path]]:
                 vectors += [
                     p
                     for p in sorted(path.rglob("*"))
-                    if p.is_file() and p.suffix.lower() in VECTOR_SUFFIXES and _spatial_layers(p)
+                    if p.is_file() and p.suffix.lower() in VECTOR_SUFFIXES and spatial_layers(p)
                 ]
-        elif _spatial_layers(path):
+        elif spatial_layers(path):
             vectors.append(path)
         else:
             rasters.append(path)
@@ -133,9 +93,9 @@ def read_vectors(
     frames: list[gpd.GeoDataFrame] = []
     names: list[str] = []
     for path in files:
-        name = _pick_layer(path, layer, option, strict)
-        frames.append(_read_vector(path, name))
-        names.append(name)
+        name = choose_layer(path, layer, option, strict)
+        frames.append(read_footprints(path, name, option=option, allow_empty=True))
+        names.append(str(name))
     crs = _common_crs([f.crs for f in frames])
     merged = pd.concat([f.to_crs(crs) for f in frames], ignore_index=True)
     return gpd.GeoDataFrame(merged, geometry=frames[0].geometry.name, crs=crs), ", ".join(sorted(set(names)))
@@ -150,7 +110,7 @@ def _common_crs(crss: Sequence[Any]) -> Any:
 def mask_valid(path: Path) -> np.ndarray:
     """Pixels of a mask raster's first band that are not nodata."""
     with rasterio.open(path) as ds:
-        return ds.read_masks(1) > 0
+        return valid_pixels(ds.read_masks(1))
 
 
 def truth_from_masks(paths: list[Path], threshold: float) -> tuple[gpd.GeoDataFrame, gpd.GeoSeries]:
@@ -185,9 +145,8 @@ def image_valid(info: RasterInfo) -> np.ndarray:
     try:
         with rasterio.open(info.path) as ds:
             for band in sorted(set(info.bands)):
-                valid &= ds.read_masks(band) > 0
-                if np.dtype(ds.dtypes[band - 1]).kind == "f":
-                    valid &= np.isfinite(ds.read(band))
+                is_float = np.dtype(ds.dtypes[band - 1]).kind == "f"
+                valid &= valid_pixels(ds.read_masks(band), ds.read(band) if is_float else None)
     except RasterioError as exc:
         raise InputError(
             f"{info.path.name}: cannot be read ({exc}); check the file with gdalinfo -checksum"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from bldgseg.errors import ModelError
+from bldgseg.files import atomic_replace
 from bldgseg.models.registry import build_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,21 +84,20 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: Path | str) -> Path
         k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu()
         for k, v in model.state_dict().items()
     }
-    _atomic(weights, lambda tmp: save_file(state, str(tmp), metadata={"name": card.name}))
-    _atomic(weights.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card.to_dict(), indent=2)))
+    card_text = json.dumps(card.to_dict(), indent=2)
+    _publish(weights, lambda tmp: save_file(state, str(tmp), metadata={"name": card.name}))
+    _publish(weights.with_suffix(".json"), lambda tmp: tmp.write_text(card_text))
     return weights
 
 
-def _atomic(dest: Path, write) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+def _publish(dest: Path, write) -> None:
+    """``write(tmp)``, then move it onto ``dest`` atomically, readable by everyone (0644)."""
+
+    def build(tmp: Path) -> None:
         write(tmp)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_replace(dest, build, ".tmp", sync=False)
 
 
 def bundled_models() -> dict[str, Path]:

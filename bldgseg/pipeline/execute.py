@@ -18,9 +18,10 @@ from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.inference import resolve_device
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
-from bldgseg.pipeline.config import ProgressFn, RunConfig, UnitSettings, result_settings
+from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
+from bldgseg.progress import ProgressFn
 from bldgseg.runstate import RunDir, UnitRecord, write_error_part
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import rasterio
 
-from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.errors import InputError
 from bldgseg.executors import check_executor_options
+from bldgseg.files import refuse_existing_any
 from bldgseg.io import RasterInfo, SkippedInput, scan_inputs
 from bldgseg.models import ModelCard
-from bldgseg.pipeline.config import ProgressFn, RunConfig, UnitSettings, unit_settings
+from bldgseg.pipeline.config import RunConfig, UnitSettings, unit_settings
 from bldgseg.pipeline.execute import execute_units, load_preloads, prepare_run_dir
 from bldgseg.pipeline.outputs import (
     RunError,
@@ -34,6 +35,7 @@ from bldgseg.pipeline.outputs import (
     write_probability_maps,
 )
 from bldgseg.pipeline.plan import WorkUnit, gdal_cache_mb, output_crs, plan_units, split_mixed_crs
+from bldgseg.progress import ProgressFn
 from bldgseg.runstate import RunDir, UnitRecord
 
 #: GDAL block cache of the client (MiB) while it scans inputs, assembles probability maps and merges: without a
@@ -157,9 +159,7 @@ def _predict_rasters(config: RunConfig, progress: ProgressFn | None) -> tuple[li
     folder = Path(config.save_masks)
     by_path = probability_targets(folder, infos)
     targets = [by_path[i.path] for i in infos]
-    existing = [t for t in targets if t.exists()]
-    if existing and not config.overwrite:
-        raise OutputExistsError(f"{existing[0]}: already exists; pass --overwrite or choose another folder")
+    refuse_existing_any(targets, config.overwrite)
     job = _execute(config, infos, False, folder / ".bldgseg-predict-run", progress)
     write_probability_maps(infos, job.units, job.rundir, folder, job.finished)
     job.close([str(t) for t in targets])

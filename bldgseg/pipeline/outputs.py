@@ -1,4 +1,4 @@
-"""What a run produces: building columns, the runs and errors tables, merged GeoPackages, probability maps."""
+"""What a run produces: building columns, the runs and errors tables, merged outputs, probability maps."""
 
 from __future__ import annotations
 
@@ -12,19 +12,26 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 import torch
 
 from bldgseg import __version__
 from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
-from bldgseg.errors import InputError, OutputExistsError
+from bldgseg.export import errors_table
+from bldgseg.files import refuse_existing_any
 from bldgseg.io import RasterInfo, SkippedInput
 from bldgseg.models import ModelCard
 from bldgseg.pipeline.config import RunConfig, UnitSettings
 from bldgseg.pipeline.plan import WorkUnit, units_by_raster
 from bldgseg.probmaps import ProbabilityMapWriter
 from bldgseg.runstate import RunDir, UnitRecord, merge_buildings, part_paths
+from bldgseg.vector_formats import (
+    OUTPUT_FORMATS,
+    check_format,
+    check_vector_output,
+    output_files,
+    read_buildings,
+)
 
 _LOCATION = ["centroid_lon", "centroid_lat"]
 #: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
@@ -39,7 +46,6 @@ BUILDING_COLUMNS = [
 ]
 
 #: Columns of the ``errors`` table (files left out, units that failed).
-ERROR_COLUMNS = ["path", "reason", "stage", "unit"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class RunResult:
     def buildings(self) -> gpd.GeoDataFrame:
         if self._buildings is None:
             outputs = self.output if isinstance(self.output, list) else [self.output]
-            frames = [pyogrio.read_dataframe(p, layer="buildings") for p in outputs]
+            frames = [read_buildings(p) for p in outputs]
             if self._crs is not None:
                 frames = [f.to_crs(self._crs) if f.crs is not None else f for f in frames]
             if len(frames) == 1:
@@ -119,9 +125,15 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if names[p.stem] == 1 else f"{p.parent.name}_{p.stem}" for p in paths}
 
 
+def per_image_format(config: RunConfig) -> str:
+    """The format of ``per_image`` outputs: ``config.output_format``, GeoPackage by default."""
+    return config.output_format or "gpkg"
+
+
 def per_image_targets(config: RunConfig, paths: list[Path]) -> dict[Path, Path]:
-    """Output GeoPackage of each input with ``per_image``."""
-    return {p: Path(config.output) / f"{stem}.gpkg" for p, stem in unique_stems(paths).items()}
+    """Output file of each input with ``per_image`` (``<stem>.gpkg``, ``.parquet`` or ``.fgb``)."""
+    suffix = OUTPUT_FORMATS.get(per_image_format(config), ".gpkg")
+    return {p: Path(config.output) / f"{stem}{suffix}" for p, stem in unique_stems(paths).items()}
 
 
 def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Path]:
@@ -131,22 +143,13 @@ def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Pat
 
 
 def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
-    """Refuse an existing output before any work is done."""
+    """Refuse an unknown output format or an existing output (sidecars included) before any work is done."""
     if config.per_image:
-        existing = [p for p in per_image_targets(config, [i.path for i in infos]).values() if p.exists()]
-        if existing and not config.overwrite:
-            raise OutputExistsError(
-                f"{existing[0]}: already exists ({len(existing)} in all); pass --overwrite or choose another folder"
-            )
+        check_format(per_image_format(config), config.output)
+        targets = per_image_targets(config, [i.path for i in infos]).values()
+        refuse_existing_any([f for t in targets for f in output_files(t)], config.overwrite, count=True)
         return
-    if config.output.exists() and not config.overwrite:
-        raise OutputExistsError(
-            f"{config.output}: already exists; pass --overwrite to replace it or choose another -o"
-        )
-    if config.output.suffix.lower() != ".gpkg":
-        raise InputError(
-            f"{config.output}: the output must be a GeoPackage (.gpkg); use e.g. -o buildings.gpkg"
-        )
+    check_vector_output(config.output, config.overwrite, config.output_format)
 
 
 def run_metadata(
@@ -208,16 +211,7 @@ def _input_summary(info: RasterInfo) -> dict[str, Any]:
 
 def errors_frame(errors: list[RunError]) -> pd.DataFrame:
     """The ``errors`` table: one row per file left out or unit failed, with the one-line reason."""
-    return pd.DataFrame(
-        {
-            "path": [str(e.path) for e in errors],
-            "reason": [e.reason for e in errors],
-            "stage": [e.stage for e in errors],
-            "unit": [e.unit for e in errors],
-        },
-        columns=ERROR_COLUMNS,
-        dtype="string",
-    )
+    return errors_table((e.path, e.reason, e.stage, e.unit) for e in errors)
 
 
 def write_outputs(
@@ -229,7 +223,9 @@ def write_outputs(
     metadata: dict[str, Any],
     errors: list[RunError],
 ) -> Path | list[Path]:
-    """Merge the parts into one GeoPackage, or one per input image into the ``output`` folder."""
+    """Merge the parts into one output file, or one per input image into the ``output`` folder.
+
+    GeoParquet and FlatGeobuf outputs are converted from a GeoPackage merged in the run directory."""
     tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
     empty = empty_buildings(crs)
 
@@ -237,7 +233,9 @@ def write_outputs(
         chosen = [u for u in selected if u.uid in finished]
         multi = any(finished[u.uid].multi for u in chosen)
         parts = [part_paths(rundir.path, u.uid)[0] for u in chosen]
-        merge_buildings(target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi)
+        merge_buildings(
+            target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi, staging=rundir.parts
+        )
 
     if not config.per_image:
         merge(config.output, units)

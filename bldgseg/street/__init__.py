@@ -1,11 +1,17 @@
-"""Street-level photos: facade parsing, and building height, floors, facade width and window-to-wall ratio
-from camera geometry against the footprints (see ``geometry`` for the method)."""
+"""Street-level photos: facade parsing and per-building street attributes from camera geometry.
+
+Height, floors, facade width and window-to-wall ratio are measured against the footprints (see ``geometry``
+for the method).
+"""
 
 from bldgseg.street.aggregate import aggregate_observations, join_street
-from bldgseg.street.cameras import Camera, CameraPose, exif_pose, read_pose_table, resolve_pose
-from bldgseg.street.geometry import ClassRoles, FacadeObservation, Footprints, measure_photo
+from bldgseg.street.cameras import Camera
+from bldgseg.street.exif import exif_pose
+from bldgseg.street.geometry import ClassRoles, FacadeObservation, measure_photo
 from bldgseg.street.job import StreetConfig, StreetResult, run_street
 from bldgseg.street.parsing import FacadeParser
+from bldgseg.street.poses import CameraPose, read_pose_table, resolve_pose
+from bldgseg.street.walls import Footprints
 
 __all__ = [
     "Camera",

@@ -33,25 +33,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import shapely
-from shapely import STRtree
 
-from bldgseg.attributes import _texture
 from bldgseg.errors import InputError
 from bldgseg.street.cameras import Camera
+from bldgseg.street.level_grid import OUTSIDE, LevelGrid, level_grid
+from bldgseg.street.walls import Footprints, cast_rays
+from bldgseg.texture import LUMA, TEXTURE_PROPERTIES, glcm_texture
 
-__all__ = [
-    "ROLE_NAMES",
-    "ClassRoles",
-    "Footprints",
-    "LevelGrid",
-    "RayHits",
-    "FacadeObservation",
-    "level_grid",
-    "cast_rays",
-    "measure_photo",
-    "floors_from_profile",
-]
+__all__ = ["ROLE_NAMES", "ClassRoles", "FacadeObservation", "floors_from_profile", "measure_photo"]
 
 #: Class names (lower case) playing each role; the LabelMeFacade names are covered.
 ROLE_NAMES: dict[str, frozenset[str]] = {
@@ -62,11 +51,8 @@ ROLE_NAMES: dict[str, frozenset[str]] = {
     "sky": frozenset({"sky"}),
     "ground": frozenset({"pavement", "road", "ground", "sidewalk", "street", "terrain", "floor"}),
 }
-OUTSIDE = 255
 PROFILE_BIN_M = 0.1
 DEFAULT_STOREY_M = 3.0
-WALL_ANGLE_TOLERANCE_DEG = 20.0
-FOOTPRINT_SIMPLIFY_M = 0.25
 MIN_RUN = 3  # grid cells of facade that make a facade end (fewer: segmentation noise)
 MAX_GAP = 2  # grid cells of other classes allowed between a facade end and the sky/ground beyond it
 
@@ -102,237 +88,6 @@ class ClassRoles:
         if not roles.top:
             raise InputError(f"classes {list(classes)}: no sky class; building tops cannot be found")
         return roles
-
-
-# -------------------------------------------------------------------------------------------- footprints
-
-
-def _walls(ring: np.ndarray, tolerance_deg: float) -> np.ndarray:
-    """Wall number of each segment of a closed ring: consecutive segments within the angle tolerance join."""
-    seg = np.diff(ring, axis=0)
-    n = len(seg)
-    ang = np.arctan2(seg[:, 1], seg[:, 0])
-    tol = math.radians(tolerance_deg)
-
-    def turn(a: float, b: float) -> float:
-        return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
-
-    breaks = [i for i in range(n) if turn(ang[i], ang[i - 1]) > tol]
-    start = breaks[0] if breaks else 0
-    wall = np.zeros(n, dtype=int)
-    current, ref = 0, ang[start]
-    for k in range(1, n):
-        i = (start + k) % n
-        if turn(ang[i], ang[i - 1]) > tol or turn(ang[i], ref) > tol:
-            current += 1
-            ref = ang[i]
-        wall[i] = current
-    return wall
-
-
-@dataclass
-class Footprints:
-    """Footprint outlines in the local metric frame, split into segments for ray casting.
-
-    ``segments`` (M x 4: x0, y0, x1, y1), ``building`` (M: index into ``ids``) and ``wall`` (M: a global wall
-    number; consecutive nearly collinear segments of one ring share a wall). ``walls`` (W x 5: x0, y0, x1, y1,
-    length) holds each wall's end points.
-    """
-
-    ids: np.ndarray
-    polygons: list
-    segments: np.ndarray
-    building: np.ndarray
-    wall: np.ndarray
-    walls: np.ndarray
-    tree: STRtree
-
-    @classmethod
-    def from_geometries(
-        cls, geometries: Sequence, ids: Sequence | None = None, simplify_m: float = FOOTPRINT_SIMPLIFY_M
-    ) -> Footprints:
-        """Polygons/MultiPolygons in metres (``ids`` default to their positions); lightly simplified."""
-        geoms = np.asarray(list(geometries), dtype=object)
-        ids_arr = np.arange(len(geoms)) if ids is None else np.asarray(list(ids))
-        segs, owner, wall_of, walls = [], [], [], []
-        polygons = []
-        for index, geom in enumerate(geoms):
-            if geom is None or geom.is_empty:
-                polygons.append(shapely.Polygon())
-                continue
-            geom = shapely.simplify(geom, simplify_m, preserve_topology=True) if simplify_m else geom
-            polygons.append(geom)
-            parts = geom.geoms if hasattr(geom, "geoms") else [geom]
-            for part in parts:
-                for ring in [part.exterior, *part.interiors]:
-                    xy = np.asarray(ring.coords)[:, :2]
-                    keep = np.r_[True, np.any(np.diff(xy, axis=0) != 0, axis=1)]
-                    xy = xy[keep]
-                    if len(xy) < 4:
-                        continue
-                    numbers = _walls(xy, WALL_ANGLE_TOLERANCE_DEG) + len(walls)
-                    for number in np.unique(numbers):
-                        idx = np.flatnonzero(numbers == number)
-                        if (np.diff(idx) > 1).any():  # the wall wraps past the ring's start
-                            split = np.flatnonzero(np.diff(idx) > 1)[0] + 1
-                            idx = np.r_[idx[split:], idx[:split]]
-                        a, b = xy[idx[0]], xy[idx[-1] + 1]
-                        walls.append((a[0], a[1], b[0], b[1], float(np.hypot(*(b - a)))))
-                    segs.append(np.c_[xy[:-1], xy[1:]])
-                    owner.append(np.full(len(xy) - 1, index))
-                    wall_of.append(numbers)
-        seg_arr = np.concatenate(segs) if segs else np.zeros((0, 4))
-        return cls(
-            ids=ids_arr,
-            polygons=polygons,
-            segments=seg_arr,
-            building=np.concatenate(owner) if owner else np.zeros(0, int),
-            wall=np.concatenate(wall_of) if wall_of else np.zeros(0, int),
-            walls=np.asarray(walls, dtype=float).reshape(-1, 5),
-            tree=STRtree(polygons),
-        )
-
-    def near(self, x: float, y: float, radius: float) -> np.ndarray:
-        """Indices of the segments of footprints within ``radius`` of (x, y)."""
-        found = self.tree.query(shapely.Point(x, y).buffer(radius))
-        return np.flatnonzero(np.isin(self.building, found))
-
-    def containing(self, x: float, y: float) -> int:
-        """Index of the footprint containing (x, y), or -1."""
-        found = self.tree.query(shapely.Point(x, y), predicate="within")
-        return int(found[0]) if len(found) else -1
-
-
-@dataclass
-class RayHits:
-    """Nearest footprint crossing of each horizontal ray (``building`` -1 and ``distance`` inf for none)."""
-
-    building: np.ndarray
-    wall: np.ndarray
-    distance: np.ndarray
-    incidence: np.ndarray
-    behind: np.ndarray
-
-
-def cast_rays(
-    footprints: Footprints, x: float, y: float, azimuths: np.ndarray, max_distance: float, chunk: int = 256
-) -> RayHits:
-    """Cast horizontal rays from (x, y) at ``azimuths`` (radians clockwise from the frame's north).
-
-    ``incidence`` is the angle between the ray and the wall's normal; ``behind`` says whether another
-    building's outline is crossed farther along the ray within ``max_distance``.
-    """
-    az = np.asarray(azimuths, dtype=float)
-    k = len(az)
-    out = RayHits(
-        building=np.full(k, -1),
-        wall=np.full(k, -1),
-        distance=np.full(k, np.inf),
-        incidence=np.full(k, np.nan),
-        behind=np.zeros(k, bool),
-    )
-    near = footprints.near(x, y, max_distance)
-    if k == 0 or len(near) == 0:
-        return out
-    seg = footprints.segments[near]
-    owner = footprints.building[near]
-    ax, ay = seg[:, 0] - x, seg[:, 1] - y
-    ex, ey = seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1]
-    elen = np.hypot(ex, ey)
-    for start in range(0, k, chunk):
-        rx = np.sin(az[start : start + chunk])[:, None]
-        ry = np.cos(az[start : start + chunk])[:, None]
-        denom = rx * ey - ry * ex
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (ax * ey - ay * ex) / denom
-            s = (ax * ry - ay * rx) / denom
-        ok = (np.abs(denom) > 1e-12) & (t > 1e-9) & (s >= 0.0) & (s <= 1.0) & (t <= max_distance)
-        t = np.where(ok, t, np.inf)
-        first = np.argmin(t, axis=1)
-        rows = np.arange(len(first))
-        best = t[rows, first]
-        hit = np.isfinite(best)
-        sl = slice(start, start + len(first))
-        out.distance[sl] = best
-        out.building[sl] = np.where(hit, owner[first], -1)
-        out.wall[sl] = np.where(hit, footprints.wall[near][first], -1)
-        cos_inc = np.abs(denom[rows, first]) / elen[first]
-        out.incidence[sl] = np.where(hit, np.arccos(np.clip(cos_inc, 0.0, 1.0)), np.nan)
-        other = np.where(owner[None, :] != np.where(hit, owner[first], -1)[:, None], t, np.inf)
-        out.behind[sl] = hit & np.isfinite(other.min(axis=1))
-    return out
-
-
-# -------------------------------------------------------------------------------------------- level grid
-
-
-@dataclass
-class LevelGrid:
-    """Labels (and colours) resampled onto azimuth x elevation cells; row 0 is the highest elevation.
-
-    ``azimuth`` (radians clockwise from the frame's north) and ``elevation`` are cell centres, ``step`` the cell
-    size in radians, ``top`` the elevation of the grid's upper edge. Cells outside the photo hold ``OUTSIDE``.
-    """
-
-    labels: np.ndarray
-    rgb: np.ndarray | None
-    azimuth: np.ndarray
-    elevation: np.ndarray
-    step: float
-    top: float
-
-
-def _angular_extent(camera: Camera) -> tuple[float, float, float, float]:
-    """(min, max) azimuth relative to the heading and (min, max) elevation covered by the photo."""
-    if camera.projection == "equirectangular":
-        return -math.pi, math.pi, -math.pi / 2, math.pi / 2
-    n = 257
-    w, h = camera.width, camera.height
-    t = np.linspace(0.0, 1.0, n)
-    u = np.r_[t * w, np.full(n, w), t[::-1] * w, np.zeros(n)]
-    v = np.r_[np.zeros(n), t * h, np.full(n, h), t[::-1] * h]
-    d = camera.pixel_rays(u, v)
-    az = np.arctan2(d[:, 0], d[:, 1]) - math.radians(camera.heading_deg)
-    az = (az + math.pi) % (2 * math.pi) - math.pi
-    el = np.arcsin(np.clip(d[:, 2], -1.0, 1.0))
-    lo_az, hi_az, lo_el, hi_el = az.min(), az.max(), el.min(), el.max()
-    for sign in (1.0, -1.0):
-        _, _, inside = camera.project(np.array([0.0, 0.0, sign]))
-        if bool(inside):
-            lo_az, hi_az = -math.pi, math.pi
-            lo_el, hi_el = (lo_el, math.pi / 2) if sign > 0 else (-math.pi / 2, hi_el)
-    return lo_az, hi_az, lo_el, hi_el
-
-
-def level_grid(
-    labels: np.ndarray, camera: Camera, rgb: np.ndarray | None = None, rows: int = 128
-) -> LevelGrid:
-    """Resample ``labels`` (H x W, class ids) and ``rgb`` (H x W x 3) of a photo onto a level angular grid."""
-    height, width = labels.shape
-    if (width, height) != (camera.width, camera.height):
-        raise ValueError(f"labels are {width}x{height} but the camera is {camera.width}x{camera.height}")
-    step = camera.angular_step
-    lo_az, hi_az, lo_el, hi_el = _angular_extent(camera)
-    n_az = max(1, int(math.ceil((hi_az - lo_az) / step)))
-    n_el = max(1, int(math.ceil((hi_el - lo_el) / step)))
-    heading = math.radians(camera.heading_deg)
-    az = heading + lo_az + (np.arange(n_az) + 0.5) * step
-    el = hi_el - (np.arange(n_el) + 0.5) * step
-    grid = np.full((n_el, n_az), OUTSIDE, np.uint8)
-    colours = np.zeros((n_el, n_az, 3), np.uint8) if rgb is not None else None
-    sin_az, cos_az = np.sin(az), np.cos(az)
-    for r0 in range(0, n_el, rows):
-        e = el[r0 : r0 + rows, None]
-        d = np.stack(
-            [np.cos(e) * sin_az, np.cos(e) * cos_az, np.broadcast_to(np.sin(e), (len(e), n_az))], axis=-1
-        )
-        u, v, inside = camera.project(d)
-        col = np.clip(np.floor(np.nan_to_num(u)).astype(int), 0, width - 1)
-        row = np.clip(np.floor(np.nan_to_num(v)).astype(int), 0, height - 1)
-        grid[r0 : r0 + rows] = np.where(inside, labels[row, col], OUTSIDE)
-        if colours is not None:
-            colours[r0 : r0 + rows] = np.where(inside[..., None], rgb[row, col], 0)
-    return LevelGrid(grid, colours, az, el, step, hi_el)
 
 
 # -------------------------------------------------------------------------------------------- measuring
@@ -427,17 +182,17 @@ def _circular_mean(angles: np.ndarray) -> float:
 
 
 def _colour_stats(rgb: np.ndarray | None, wall: np.ndarray) -> dict:
+    """Mean, spread and GLCM texture of the wall cells' colours (NaN with fewer than 4 cells)."""
     keys = ["facade_mean_r", "facade_mean_g", "facade_mean_b", "facade_std_r", "facade_std_g", "facade_std_b"]
-    texture_keys = ["contrast", "homogeneity", "energy", "correlation", "entropy"]
-    out = dict.fromkeys(keys + [f"facade_texture_{k}" for k in texture_keys], math.nan)
+    out = dict.fromkeys(keys + [f"facade_texture_{k}" for k in TEXTURE_PROPERTIES], math.nan)
     if rgb is None or wall.sum() < 4:
         return out
     pixels = rgb[wall].astype(float)
     for i, band in enumerate("rgb"):
         out[f"facade_mean_{band}"] = float(pixels[:, i].mean())
         out[f"facade_std_{band}"] = float(pixels[:, i].std())
-    grey = rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
-    for key, value in _texture(grey, wall, 0.0, 256.0).items():
+    grey = rgb.astype(float) @ LUMA
+    for key, value in glcm_texture(grey, wall, 0.0, 256.0).items():
         out[f"facade_{key}"] = value
     return out
 
@@ -481,6 +236,21 @@ def _column_ends(
     return start, end, top_ok & has, bottom_ok & has, has
 
 
+@dataclass
+class _View:
+    """One photo on its level grid: class masks, each column's facade ends, and the camera height."""
+
+    grid: LevelGrid
+    facade: np.ndarray
+    window: np.ndarray
+    wall_only: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+    top_ok: np.ndarray
+    bottom_ok: np.ndarray
+    camera_height_m: float
+
+
 def measure_photo(
     labels: np.ndarray,
     roles: ClassRoles,
@@ -511,70 +281,21 @@ def measure_photo(
     hits = cast_rays(footprints, x, y, grid.azimuth[cols], max_distance_m * scale_factor)
     window = np.isin(g, roles.window)
     wall_only = facade & ~window & ~np.isin(g, roles.door)
+    view = _View(grid, facade, window, wall_only, top, bottom, top_ok, bottom_ok, camera_height_m)
     observations = []
     for b in np.unique(hits.building[hits.building >= 0]):
         sel = hits.building == b
-        j = cols[sel]
-        if len(j) < min_columns:
+        if sel.sum() < min_columns:
             continue
+        j = cols[sel]
         d = hits.distance[sel] / scale_factor
         inc = hits.incidence[sel]
-        e_top = grid.top - top[j] * grid.step
-        e_bot = grid.top - (bottom[j] + 1) * grid.step
-        z_top = camera_height_m + d * np.tan(e_top)
-        base = np.where(bottom_ok[j], camera_height_m + d * np.tan(e_bot), 0.0)
-        col_height = z_top - base
-        usable = top_ok[j] & (col_height > 0.5)
-        preferred = usable & ~hits.behind[sel]
-        chosen = preferred if preferred.sum() >= min_columns else usable
-        if chosen.sum() >= min_columns:
-            height = float(np.median(col_height[chosen]))
-            base_kind = "ground line" if bottom_ok[j][chosen].mean() >= 0.5 else "camera height"
-        else:
-            height, base_kind = math.nan, ""
-
-        # areas on the wall: column width x cell height, binned by height above the base
-        sub_fac, sub_win = facade[:, j], window[:, j]
-        col_w = d * grid.step / np.maximum(np.cos(inc), 0.1)
-        tan_el = np.tan(grid.elevation)[:, None]
-        z = camera_height_m + d[None, :] * tan_el - base[None, :]
-        cell_h = d[None, :] * grid.step * (1.0 + tan_el**2)
-        area = cell_h * col_w[None, :]
-        # cells above the measured top belong to something farther away (a taller building behind)
-        top_z = height + 0.25 if math.isfinite(height) else 200.0
-        in_range = sub_fac & (z >= -0.25) & (z <= top_z)
-        fac_area = float(area[in_range].sum())
-        win_area = float(area[in_range & sub_win].sum())
-        wwr = win_area / fac_area if fac_area > 0 else math.nan
-        nbins = int(math.ceil(max(z[in_range].max(initial=0.0), 0.1) / PROFILE_BIN_M)) + 1
-        bins = np.clip((z / PROFILE_BIN_M).astype(int), 0, nbins - 1)
-        fac_profile = np.bincount(bins[in_range], weights=area[in_range], minlength=nbins)
-        win_in = in_range & sub_win
-        win_profile = np.bincount(bins[win_in], weights=area[win_in], minlength=nbins)
-        if math.isfinite(height):
-            floors, storey, rows = floors_from_profile(win_profile, fac_profile, height)
-        else:  # without the top, window rows only give a lower bound
-            floors, storey, rows = math.nan, math.nan, 0
-
-        # width along the most-seen wall
+        height, base_kind, height_columns, base = _facade_height(view, j, d, hits.behind[sel], min_columns)
+        col_w, fac_area, wwr, (floors, storey, rows) = _wall_areas(view, j, d, inc, base, height)
         walls = hits.wall[sel]
         main = int(np.bincount(walls).argmax())
-        on = j[walls == main]
         wall = footprints.walls[main]
-        centre = _circular_mean(grid.azimuth[on])
-        rel = (grid.azimuth[on] - centre + math.pi) % (2 * math.pi) - math.pi  # no seam at +-180 degrees
-        half = grid.step / 2.0
-        s0 = _line_param(x, y, centre + rel.min() - half, wall)
-        s1 = _line_param(x, y, centre + rel.max() + half, wall)
-        length = wall[4]
-        if math.isfinite(s0) and math.isfinite(s1):
-            lo, hi = sorted((min(max(s0, 0.0), length), min(max(s1, 0.0), length)))
-            col_end = float(np.max(col_w[walls == main])) * scale_factor
-            tol = max(0.3 * scale_factor, 2.0 * col_end, 0.02 * length)
-            width = (hi - lo) / scale_factor
-            complete = bool(lo <= tol and hi >= length - tol)
-        else:
-            width, complete = math.nan, False
+        width, complete = _visible_width(grid, j[walls == main], col_w[walls == main], wall, x, y, scale_factor)
         bearing = math.degrees(_circular_mean(grid.azimuth[j]))
         observations.append(
             FacadeObservation(
@@ -585,11 +306,11 @@ def measure_photo(
                 bearing_deg=round(bearing % 360.0, 6) % 360.0,
                 incidence_deg=float(np.degrees(np.median(inc))),
                 height_m=height,
-                height_columns=int(chosen.sum()) if math.isfinite(height) else 0,
+                height_columns=height_columns,
                 height_base=base_kind,
                 width_m=float(width),
                 width_complete=complete,
-                wall_length_m=float(length / scale_factor),
+                wall_length_m=float(wall[4] / scale_factor),
                 floors=floors,
                 storey_height_m=storey,
                 window_rows=rows,
@@ -599,3 +320,74 @@ def measure_photo(
             )
         )
     return observations
+
+
+def _facade_height(
+    view: _View, j: np.ndarray, d: np.ndarray, behind: np.ndarray, min_columns: int
+) -> tuple[float, str, int, np.ndarray]:
+    """(height, base kind, columns used, base z per column) of a building seen in grid columns ``j``.
+
+    Each column's height runs from the facade top (sky/roof above it) to its bottom edge (ground below it)
+    or else the ground plane; columns with something of another building behind them are preferred.
+    """
+    grid, cam_h = view.grid, view.camera_height_m
+    e_top = grid.top - view.top[j] * grid.step
+    e_bot = grid.top - (view.bottom[j] + 1) * grid.step
+    z_top = cam_h + d * np.tan(e_top)
+    base = np.where(view.bottom_ok[j], cam_h + d * np.tan(e_bot), 0.0)
+    col_height = z_top - base
+    usable = view.top_ok[j] & (col_height > 0.5)
+    preferred = usable & ~behind
+    chosen = preferred if preferred.sum() >= min_columns else usable
+    if chosen.sum() < min_columns:
+        return math.nan, "", 0, base
+    base_kind = "ground line" if view.bottom_ok[j][chosen].mean() >= 0.5 else "camera height"
+    return float(np.median(col_height[chosen])), base_kind, int(chosen.sum()), base
+
+
+def _wall_areas(
+    view: _View, j: np.ndarray, d: np.ndarray, inc: np.ndarray, base: np.ndarray, height: float
+) -> tuple[np.ndarray, float, float, tuple[float, float, int]]:
+    """Column widths on the wall, facade area, window-to-wall ratio and (floors, storey height, window rows).
+
+    Areas are column width x cell height on the wall, binned by height above the base; cells above the
+    measured top belong to something farther away (a taller building behind).
+    """
+    grid = view.grid
+    sub_fac, sub_win = view.facade[:, j], view.window[:, j]
+    col_w = d * grid.step / np.maximum(np.cos(inc), 0.1)
+    tan_el = np.tan(grid.elevation)[:, None]
+    z = view.camera_height_m + d[None, :] * tan_el - base[None, :]
+    cell_h = d[None, :] * grid.step * (1.0 + tan_el**2)
+    area = cell_h * col_w[None, :]
+    top_z = height + 0.25 if math.isfinite(height) else 200.0
+    in_range = sub_fac & (z >= -0.25) & (z <= top_z)
+    fac_area = float(area[in_range].sum())
+    win_area = float(area[in_range & sub_win].sum())
+    wwr = win_area / fac_area if fac_area > 0 else math.nan
+    if not math.isfinite(height):  # without the top, window rows only give a lower bound
+        return col_w, fac_area, wwr, (math.nan, math.nan, 0)
+    nbins = int(math.ceil(max(z[in_range].max(initial=0.0), 0.1) / PROFILE_BIN_M)) + 1
+    bins = np.clip((z / PROFILE_BIN_M).astype(int), 0, nbins - 1)
+    fac_profile = np.bincount(bins[in_range], weights=area[in_range], minlength=nbins)
+    win_in = in_range & sub_win
+    win_profile = np.bincount(bins[win_in], weights=area[win_in], minlength=nbins)
+    return col_w, fac_area, wwr, floors_from_profile(win_profile, fac_profile, height)
+
+
+def _visible_width(
+    grid: LevelGrid, on: np.ndarray, col_w: np.ndarray, wall: np.ndarray, x: float, y: float, scale: float
+) -> tuple[float, bool]:
+    """Width of ``wall`` seen in grid columns ``on`` (widened by half a column each side), and whether the
+    view reaches both of its ends; ``col_w`` are those columns' widths on the wall (metres)."""
+    centre = _circular_mean(grid.azimuth[on])
+    rel = (grid.azimuth[on] - centre + math.pi) % (2 * math.pi) - math.pi  # no seam at +-180 degrees
+    half = grid.step / 2.0
+    s0 = _line_param(x, y, centre + rel.min() - half, wall)
+    s1 = _line_param(x, y, centre + rel.max() + half, wall)
+    length = wall[4]
+    if not (math.isfinite(s0) and math.isfinite(s1)):
+        return math.nan, False
+    lo, hi = sorted((min(max(s0, 0.0), length), min(max(s1, 0.0), length)))
+    tol = max(0.3 * scale, 2.0 * float(np.max(col_w)) * scale, 0.02 * length)
+    return (hi - lo) / scale, bool(lo <= tol and hi >= length - tol)

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bldgseg.errors import InputError, ModelError
+from bldgseg.palettes import IGNORE_INDEX, Palette, colours_to_classes, palette_table
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -98,7 +99,7 @@ def load_labels(
     path: Path,
     size: tuple[int, int],
     classes: Sequence[str],
-    palette: dict[tuple[int, int, int], int] | None = None,
+    palette: Palette | None = None,
 ) -> np.ndarray:
     """A precomputed label mask resized (nearest) to ``size`` = (width, height).
 
@@ -112,11 +113,8 @@ def load_labels(
                     raise InputError(
                         f"{path.name}: an RGB label image needs a colour palette; save class ids"
                     )
-                rgb = np.asarray(image.convert("RGB"))
-                labels = np.full(rgb.shape[:2], 255, np.uint8)
-                for colour, index in palette.items():
-                    labels[np.all(rgb == np.array(colour, np.uint8), axis=-1)] = index
-                if (labels == 255).any():
+                labels = colours_to_classes(np.asarray(image.convert("RGB")), palette_table(palette, classes))
+                if (labels == IGNORE_INDEX).any():
                     raise InputError(f"{path.name}: has colours outside the label palette; check the file")
                 image = Image.fromarray(labels)
             elif image.mode not in ("L", "P"):
@@ -133,9 +131,7 @@ def load_labels(
     return labels
 
 
-def save_labels(
-    path: Path, labels: np.ndarray, palette: dict[tuple[int, int, int], int] | None = None
-) -> Path:
+def save_labels(path: Path, labels: np.ndarray, palette: Palette | None = None) -> Path:
     """Write class ids as a palette PNG (ids as pixel values; ``palette`` colours for viewing)."""
     data = np.ascontiguousarray(labels, dtype=np.uint8)
     image = Image.frombytes("P", (data.shape[1], data.shape[0]), data.tobytes())

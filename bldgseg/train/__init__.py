@@ -1,1 +1,1 @@
-"""Training: datasets of image/mask pairs, losses, and a plain training loop."""
+"""Training: sample loaders, augmentation, splits, losses, validation and the training loop."""

@@ -138,29 +138,7 @@ def build_augmentation(crop: int, config: Mapping[str, Any] | None = None) -> A.
             f"augmentation ignore_index={cfg['ignore_index']!r}: use an integer, e.g. 255"
         ) from exc
     constant = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": ignore}
-
-    geometric: list[A.BasicTransform] = []
-    rotate = _range(cfg, "rotate")
-    scale = _range(cfg, "scale", around=1.0)
-    affine_p = _prob(cfg, "affine_p")
-    margin = 0
-    if affine_p > 0 and (rotate is not None or scale is not None):
-        if scale is not None and scale[0] <= 0:
-            raise InputError(f"augmentation scale={cfg['scale']!r}: scale factors must be positive")
-        theta = math.radians(min(45.0, max(abs(rotate[0]), abs(rotate[1])))) if rotate else 0.0
-        s_min = min(1.0, scale[0]) if scale else 1.0
-        context = math.ceil(crop * (math.cos(theta) + math.sin(theta)) / s_min) + 2
-        margin = math.ceil((context - crop) / 2)
-        geometric.append(
-            A.Affine(
-                scale=scale or (1.0, 1.0),
-                rotate=rotate or (0.0, 0.0),
-                interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
-                p=affine_p,
-                **constant,
-            )
-        )
+    geometric, margin = _affine(cfg, crop, constant)
     context = crop + 2 * margin
 
     transforms: list[A.BasicTransform] = []
@@ -181,7 +159,35 @@ def build_augmentation(crop: int, config: Mapping[str, Any] | None = None) -> A.
     transforms += geometric
     if margin:
         transforms.append(A.CenterCrop(crop, crop))
+    return A.Compose(transforms + _photometric(cfg))
 
+
+def _affine(cfg: Mapping[str, Any], crop: int, constant: dict[str, Any]) -> tuple[list[A.BasicTransform], int]:
+    """The rotation/scale transform (if any) and the margin around the crop that it needs for real context."""
+    rotate = _range(cfg, "rotate")
+    scale = _range(cfg, "scale", around=1.0)
+    affine_p = _prob(cfg, "affine_p")
+    if not (affine_p > 0 and (rotate is not None or scale is not None)):
+        return [], 0
+    if scale is not None and scale[0] <= 0:
+        raise InputError(f"augmentation scale={cfg['scale']!r}: scale factors must be positive")
+    theta = math.radians(min(45.0, max(abs(rotate[0]), abs(rotate[1])))) if rotate else 0.0
+    s_min = min(1.0, scale[0]) if scale else 1.0
+    context = math.ceil(crop * (math.cos(theta) + math.sin(theta)) / s_min) + 2
+    affine = A.Affine(
+        scale=scale or (1.0, 1.0),
+        rotate=rotate or (0.0, 0.0),
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST,
+        p=affine_p,
+        **constant,
+    )
+    return [affine], math.ceil((context - crop) / 2)
+
+
+def _photometric(cfg: Mapping[str, Any]) -> list[A.BasicTransform]:
+    """Brightness/contrast, HSV, illumination, shadow and noise transforms whose probability is above 0."""
+    transforms: list[A.BasicTransform] = []
     p = _prob(cfg, "brightness_contrast_p")
     brightness, contrast = _range(cfg, "brightness"), _range(cfg, "contrast")
     if p > 0 and (brightness or contrast):
@@ -204,4 +210,4 @@ def build_augmentation(crop: int, config: Mapping[str, Any] | None = None) -> A.
     noise = _upto(cfg, "noise", floor=0.0)
     if p > 0 and noise:
         transforms.append(A.GaussNoise(std_range=noise, p=p))
-    return A.Compose(transforms)
+    return transforms

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from bldgseg.io import SkippedInput
 from bldgseg.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from bldgseg.palettes import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "Sample", "SampleList", "TrainSample", "to_tensor"]
 
 
 @dataclass
@@ -23,6 +28,31 @@ class Sample:
     mask: np.ndarray
     source: str
     instances: np.ndarray | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class TrainSample(Sample):
+    """A :class:`Sample` with the unit used for splitting and, when georeferenced, its footprint.
+
+    ``image`` (H, W, 3) uint8; ``mask`` (H, W) uint8: 0/1 for buildings or a class index, 255 = ignore;
+    ``source`` the file (and tile) it came from; ``group`` the geographic unit kept whole by splits;
+    ``bounds`` ``(minx, miny, maxx, maxy)`` in EPSG:4326, or None without georeferencing.
+    """
+
+    group: str = ""
+    bounds: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            self.group = self.source
+
+
+class SampleList(list):
+    """``list[TrainSample]`` that also carries ``skipped``: the inputs left out, each with its reason."""
+
+    def __init__(self, samples: Iterable[TrainSample] = (), skipped: Iterable[SkippedInput] = ()):
+        super().__init__(samples)
+        self.skipped: list[SkippedInput] = list(skipped)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

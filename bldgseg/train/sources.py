@@ -7,19 +7,11 @@ from pathlib import Path
 
 from bldgseg.errors import InputError
 from bldgseg.io import SkippedInput
-from bldgseg.train.datasets import (
-    LABELMEFACADE_CLASSES,
-    LABELMEFACADE_GROUP_PATTERN,
-    LABELMEFACADE_PALETTE,
-    SampleList,
-    TrainSample,
-    load_geotiff_footprints,
-    load_mask_pairs,
-    load_palette_pairs,
-)
+from bldgseg.palettes import PALETTES
+from bldgseg.train.data import SampleList, TrainSample
+from bldgseg.train.datasets import load_mask_pairs, load_palette_pairs
+from bldgseg.train.footprint_samples import load_geotiff_footprints
 from bldgseg.train.split import geographic_split
-
-PALETTES = {"labelmefacade": (LABELMEFACADE_PALETTE, LABELMEFACADE_CLASSES, LABELMEFACADE_GROUP_PATTERN)}
 
 
 @dataclass

@@ -1,15 +1,17 @@
-"""Training: AdamW with a cosine or one-cycle schedule, BCE/CE + Dice or Lovász, AMP on CUDA, best/last
-checkpoints with complete model cards, resume, early stopping and a per-epoch metrics table.
+"""The training loop: AdamW with a cosine or one-cycle schedule, AMP on CUDA, best/last checkpoints.
+
+Checkpoints carry complete model cards; runs resume, stop early or on a time budget, and keep a per-epoch
+metrics table.
 
 With ``instances=True`` the model is the Panoptic-DeepLab-style ``panoptic_<architecture>`` and each crop's
-target is :func:`bldgseg.instances.instance_target_stack` of its mask and per-building ids (augmented with the
-image, nearest-neighbour); validation then also reports instance F1 and count error, and the checkpoint is
-selected on instance F1.
+target is :func:`bldgseg.instance_targets.instance_target_stack` of its mask and per-building ids (augmented
+with the image, nearest-neighbour); validation (:mod:`bldgseg.train.validation`) then also reports instance F1
+and count error, and the checkpoint is selected on instance F1. Losses are in :mod:`bldgseg.train.losses`, the
+resumable state in :mod:`bldgseg.train.resume`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -20,28 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from bldgseg.errors import InputError
 from bldgseg.inference import resolve_device
-from bldgseg.instances import (
-    NMS_KERNEL,
-    instance_target_stack,
-    label_instances,
-    match_instances,
-    training_loss,
-)
-from bldgseg.models import ModelCard, build_model, load_checkpoint, save_checkpoint
-from bldgseg.models.pretrained import load_imagenet_encoder
+from bldgseg.instance_targets import instance_target_stack
+from bldgseg.instances import NMS_KERNEL
+from bldgseg.models import ModelCard, build_model, save_checkpoint
+from bldgseg.models.pretrained import load_encoder_tensors, load_imagenet_encoder, read_state_dict
+from bldgseg.progress import ProgressFn, report_progress
 from bldgseg.train.data import Sample, to_tensor
+from bldgseg.train.losses import Loss, make_loss, training_loss
+from bldgseg.train.resume import load_training_state, save_training_state, write_metrics_csv
+from bldgseg.train.validation import selection_metric, validate
 
-IGNORE = 255
-#: Smallest predicted building counted in validation instance metrics (``bldgseg run``'s --min-area default).
-MIN_AREA_M2 = 4.0
-ProgressFn = Callable[[str, int, int], None]
 EpochFn = Callable[[dict[str, Any]], None]
 
 
@@ -146,20 +142,6 @@ class TrainingSet(Dataset):
         return to_tensor(out["image"]), torch.from_numpy(stack)
 
 
-def make_loss(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """BCE (binary) or cross-entropy (multi-class) plus Dice or Lovász, all ignoring label 255."""
-    mode = "binary" if config.binary else "multiclass"
-    if config.binary:
-        base = smp.losses.SoftBCEWithLogitsLoss(ignore_index=IGNORE)
-    else:
-        base = smp.losses.SoftCrossEntropyLoss(smooth_factor=0.0, ignore_index=IGNORE)
-    if config.loss == "dice":
-        extra = smp.losses.DiceLoss(mode, ignore_index=IGNORE)
-    else:
-        extra = smp.losses.LovaszLoss(mode, ignore_index=IGNORE)
-    return lambda logits, target: base(logits, target) + extra(logits, target)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -193,19 +175,12 @@ def init_model(config: TrainConfig) -> tuple[nn.Module, int]:
         raise InputError(
             f"{path}: encoder weights not found; give a .pth/.safetensors state dict, imagenet or none"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
     encoder = model.encoder.model if hasattr(model.encoder, "model") else model.encoder
-    result = encoder.load_state_dict(state, strict=False)
-    loaded = len(state) - len(result.unexpected_keys)
-    if result.missing_keys:
+    loaded, missing = load_encoder_tensors(encoder, read_state_dict(path))
+    if missing:
         raise InputError(
-            f"{path.name}: {len(result.missing_keys)} encoder tensors missing (e.g. "
-            f"{result.missing_keys[0]}); the file does not match encoder {config.encoder}"
+            f"{path.name}: {len(missing)} encoder tensors missing (e.g. {missing[0]}); "
+            f"the file does not match encoder {config.encoder}"
         )
     return model, loaded
 
@@ -227,69 +202,6 @@ def load_matching_tensors(model: nn.Module, path: Path) -> int:
         )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     return len(state)
-
-
-@torch.inference_mode()
-def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, device: torch.device) -> dict:
-    """Pixel metrics over whole validation samples (label 255 ignored); instance models add instance metrics."""
-    model.eval()
-    n = max(2, len(config.classes) + (1 if config.binary else 0))
-    confusion = np.zeros((n, n), np.int64)
-    counts = np.zeros(3, np.int64)  # matched, true, predicted instances
-    for sample in samples:
-        h, w = sample.mask.shape
-        image = np.pad(sample.image, ((0, (-h) % 32), (0, (-w) % 32), (0, 0)), mode="reflect")
-        logits = model(to_tensor(image)[None].to(device))[0, :, :h, :w].float()
-        if config.binary:
-            prob = torch.sigmoid(logits[0])
-            pred = (prob >= config.threshold).long().cpu().numpy()
-        else:
-            pred = logits.argmax(0).cpu().numpy()
-        if config.instances and sample.instances is not None:
-            counts += instance_counts(sample, prob, logits[1:], config)
-        keep = sample.mask != IGNORE
-        confusion += np.bincount(
-            n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n
-        ).reshape(n, n)
-    tp = np.diag(confusion).astype(float)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    iou = np.divide(tp, union, out=np.full(n, np.nan), where=union > 0)
-    if config.binary:
-        fp, fn = confusion[0, 1], confusion[1, 0]
-        metrics = {
-            "iou": float(iou[1]),
-            "precision": float(tp[1] / max(1, tp[1] + fp)),
-            "recall": float(tp[1] / max(1, tp[1] + fn)),
-            "f1": float(2 * tp[1] / max(1, 2 * tp[1] + fp + fn)),
-        }
-        if counts[1]:
-            matched, truth, predicted = (int(c) for c in counts)
-            metrics["instance_f1"] = 2 * matched / max(1, truth + predicted)
-            metrics["count_error"] = (predicted - truth) / truth
-        return metrics
-    metrics = {f"iou_{name}": float(iou[i]) for i, name in enumerate(config.classes)}
-    metrics["iou"] = float(np.nanmean(iou[: len(config.classes)]))
-    return metrics
-
-
-def instance_counts(
-    sample: Sample, prob: torch.Tensor, maps: torch.Tensor, config: TrainConfig
-) -> np.ndarray:
-    """(matched, true, predicted) instances of one validation sample, grouped as ``bldgseg run`` groups them
-    (including its default 4 m² minimum building area); ignored pixels count for neither."""
-    known = sample.mask != IGNORE
-    stacked = torch.cat([prob[None], maps[:3]]).cpu().numpy()
-    predicted = label_instances(stacked, config.threshold, config.nms_kernel, config.center_threshold)
-    ids, sizes = np.unique(predicted, return_counts=True)
-    too_small = ids[(ids > 0) & (sizes < MIN_AREA_M2 / config.gsd_m**2)]
-    predicted[np.isin(predicted, too_small)] = 0
-    truth = np.where(sample.mask == 1, sample.instances, 0)
-    return np.array(match_instances(truth * known, predicted * known))
-
-
-def selection_metric(metrics: dict) -> str:
-    """The validation metric that picks the best checkpoint: instance F1 when measured, else pixel IoU."""
-    return "instance_f1" if "instance_f1" in metrics else "iou"
 
 
 def make_card(config: TrainConfig, metrics: dict, training: dict) -> ModelCard:
@@ -331,56 +243,110 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model, loaded = init_model(config)
-    model.to(device).to(memory_format=torch.channels_last)
-    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_samples) / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "history": [], "seconds": 0.0}
-    if resume:
-        state = resume_state(out_dir, model, optimizer, device)
-    loss_fn = make_loss(config)
-    dataset = TrainingSet(
-        train_samples,
-        transform,
-        steps_per_epoch * config.batch_size,
-        config.binary,
-        center_sigma=config.center_sigma if config.instances else None,
-    )
-    start = time.monotonic() - state["seconds"]
+    run = _Run.start(config, train_samples, out_dir, transform, resume)
+    start = time.monotonic() - run.state["seconds"]
     budget = config.max_minutes * 60 if config.max_minutes else None
     stopped = "epochs"
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+    for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
+        losses, out_of_time = run.train_epoch(epoch, start, budget, progress)
+        metrics = validate(run.model, val_samples, config, run.device)
+        row, improved = run.end_epoch(epoch, losses, metrics, time.monotonic() - start)
+        if on_epoch:
+            on_epoch({**row, "best": improved})
+        if out_of_time:
+            stopped = "time budget"
+            break
+        if config.early_stopping and epoch - run.state["best_epoch"] >= config.early_stopping:
+            stopped = f"early stopping (no improvement for {config.early_stopping} epochs)"
+            break
+    return run.summary(stopped)
+
+
+@dataclass
+class _Run:
+    """One training run's model, optimizer, data and counters (``state``, saved for resuming)."""
+
+    config: TrainConfig
+    out_dir: Path
+    device: torch.device
+    model: nn.Module
+    loaded: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: Loss
+    dataset: TrainingSet
+    transform: Any
+    total_steps: int
+    state: dict[str, Any]
+
+    @classmethod
+    def start(
+        cls, config: TrainConfig, samples: Sequence[Sample], out_dir: Path, transform, resume: bool
+    ) -> _Run:
+        """Build the model (start weights, or ``out_dir``'s last state with ``resume``), optimizer and data."""
+        device = resolve_device(config.device)
+        model, loaded = init_model(config)
+        model.to(device).to(memory_format=torch.channels_last)
+        steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(samples) / config.batch_size))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+        state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "history": [], "seconds": 0.0}
+        if resume:
+            state = load_training_state(out_dir, model, optimizer, device)
+        loss_fn = make_loss(config)
+        dataset = TrainingSet(
+            samples,
+            transform,
+            steps_per_epoch * config.batch_size,
+            config.binary,
+            center_sigma=config.center_sigma if config.instances else None,
+        )
+        total = steps_per_epoch * config.epochs
+        return cls(
+            config, out_dir, device, model, loaded, optimizer, scaler, loss_fn, dataset, transform, total, state
+        )
+
+    def train_epoch(
+        self, epoch: int, start: float, budget: float | None, progress: ProgressFn | None
+    ) -> tuple[list[float], bool]:
+        """One pass over the crops of ``epoch``; returns the step losses and whether the time budget ran out."""
+        config, state = self.config, self.state
         generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(config.seed * 100003 + epoch)
-        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
-        model.train()
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(config.seed * 100003 + epoch)
+        loader = DataLoader(self.dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+        self.model.train()
         losses = []
         for images, targets in loader:
-            set_lr(optimizer, config, state["step"], total_steps, time.monotonic() - start, budget)
-            images = images.to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-                loss = training_loss(model, images, targets.to(device), loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
+            set_lr(self.optimizer, config, state["step"], self.total_steps, time.monotonic() - start, budget)
+            losses.append(self.step(images, targets))
             state["step"] += 1
-            if progress:
-                progress("training steps", state["step"], total_steps)
+            report_progress(progress, "training steps", state["step"], self.total_steps)
             if budget and time.monotonic() - start >= budget:
-                stopped = "time budget"
-                break
-        metrics = validate(model, val_samples, config, device)
-        state["seconds"] = time.monotonic() - start
+                return losses, True
+        return losses, False
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+        """One optimizer step (AMP on CUDA); returns the loss."""
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            loss = training_loss(self.model, images, targets.to(self.device), self.loss_fn)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+    def end_epoch(
+        self, epoch: int, losses: list[float], metrics: dict, seconds: float
+    ) -> tuple[dict[str, Any], bool]:
+        """Record the epoch, write the checkpoints, state and metrics; returns its row and whether it is best."""
+        state = self.state
+        state["seconds"] = seconds
         row = {
             "epoch": epoch,
             "step": state["step"],
-            "seconds": round(state["seconds"], 1),
+            "seconds": round(seconds, 1),
             "loss": float(np.mean(losses)),
             **metrics,
         }
@@ -390,38 +356,30 @@ def train(
         improved = metrics[selected_on] > state["best"]
         if improved:
             state["best"], state["best_epoch"] = metrics[selected_on], epoch
-            save_checkpoint(
-                model,
-                make_card(config, metrics, training_record(config, state, loaded)),
-                out_dir / "best.safetensors",
-            )
-        save_checkpoint(
-            model,
-            make_card(config, metrics, training_record(config, state, loaded)),
-            out_dir / "last.safetensors",
-        )
-        torch.save({"optimizer": optimizer.state_dict(), **state}, out_dir / "last.state.pt")
-        write_metrics_csv(out_dir / "metrics.csv", state["history"])
-        if on_epoch:
-            on_epoch({**row, "best": improved})
-        if stopped == "time budget":
-            break
-        if config.early_stopping and epoch - state["best_epoch"] >= config.early_stopping:
-            stopped = f"early stopping (no improvement for {config.early_stopping} epochs)"
-            break
-    best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
-    return {
-        "best_iou": best_row.get("iou", state["best"]),
-        "selected_on": selection_metric(best_row),
-        "best_score": state["best"],
-        "best_epoch": state["best_epoch"],
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "seconds": round(state["seconds"], 1),
-        "stopped": stopped,
-        "encoder_tensors_loaded": loaded,
-        "out_dir": str(out_dir),
-    }
+        names = ("best", "last") if improved else ("last",)
+        for name in names:
+            card = make_card(self.config, metrics, training_record(self.config, state, self.loaded))
+            save_checkpoint(self.model, card, self.out_dir / f"{name}.safetensors")
+        save_training_state(self.out_dir, self.optimizer, state)
+        write_metrics_csv(self.out_dir / "metrics.csv", state["history"])
+        return row, improved
+
+    def summary(self, stopped: str) -> dict[str, Any]:
+        """What ``train`` returns: the best epoch and score, counts, and why training stopped."""
+        state = self.state
+        best_row = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
+        return {
+            "best_iou": best_row.get("iou", state["best"]),
+            "selected_on": selection_metric(best_row),
+            "best_score": state["best"],
+            "best_epoch": state["best_epoch"],
+            "epochs": state["epoch"],
+            "steps": state["step"],
+            "seconds": round(state["seconds"], 1),
+            "stopped": stopped,
+            "encoder_tensors_loaded": self.loaded,
+            "out_dir": str(self.out_dir),
+        }
 
 
 def set_lr(
@@ -454,28 +412,6 @@ def training_record(config: TrainConfig, state: dict, loaded: int) -> dict[str, 
         "encoder_tensors_loaded": loaded,
         "history": state["history"],
     }
-
-
-def resume_state(out_dir: Path, model: nn.Module, optimizer, device: torch.device) -> dict:
-    """Weights, optimizer and counters of ``out_dir/last.*``."""
-    state_path = out_dir / "last.state.pt"
-    if not state_path.exists() or not (out_dir / "last.safetensors").exists():
-        raise InputError(
-            f"{out_dir}: nothing to resume (last.safetensors / last.state.pt missing); drop --resume"
-        )
-    loaded, _ = load_checkpoint(out_dir / "last.safetensors")
-    model.load_state_dict(loaded.state_dict())
-    saved = torch.load(state_path, map_location=device, weights_only=False)
-    optimizer.load_state_dict(saved.pop("optimizer"))
-    return saved
-
-
-def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def load_config(path: Path) -> dict[str, Any]:
