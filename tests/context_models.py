@@ -65,13 +65,13 @@ class ContextNet(nn.Module):
 class ContextInstanceNet(ContextNet):
     """ContextNet's building logit plus the instance maps of what the window shows: each building is a
     connected region of one roof shade (:data:`tests.conftest.ROOF_SHADES`) inside the logit's mask, its centre
-    heatmap and offsets those of :func:`bldgseg.instances.instance_target_stack` for the window, so a building
+    heatmap and offsets those of :func:`bldgseg.instance_targets.instance_target_stack` for the window, so a building
     cut by the window's edge gets the centre of its visible part (as a real instance head does)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from skimage.measure import label
 
-        from bldgseg.instances import instance_target_stack
+        from bldgseg.instance_targets import instance_target_stack
 
         logit = super().forward(x)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
