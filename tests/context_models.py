@@ -96,7 +96,7 @@ def context_model(folder: Path) -> Path:
 
 
 def context_instance_model(folder: Path) -> Path:
-    """A checkpoint of :class:`ContextInstanceNet` at 0.3 m: 96-px windows, 64 px overlap."""
+    """A checkpoint of :class:`ContextInstanceNet` at 0.3 m: 96-px windows, 48 px overlap."""
     return save_test_model(
-        ContextInstanceNet(), folder, "context-instance-test", tile_size=96, overlap=64, head="instance"
+        ContextInstanceNet(), folder, "context-instance-test", tile_size=96, overlap=48, head="instance"
     )
