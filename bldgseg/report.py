@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from bldgseg.io import SkippedInput, scan_inputs
+from bldgseg.modelgrid import ModelGrid
 from bldgseg.models import ModelCard, resolve_checkpoint
-from bldgseg.tiling import iter_windows, model_shape, plan_chunks
+from bldgseg.tiling import plan_chunks
 
 
 def describe_inputs(
@@ -24,10 +25,8 @@ def describe_inputs(
     rows = []
     for info in infos:
         scale = info.gsd_m / card.gsd_m
-        h, w = model_shape((info.height, info.width), scale)
-        windows = len(
-            iter_windows(max(h, card.tile_size), max(w, card.tile_size), card.tile_size, card.overlap)
-        )
+        grid = ModelGrid.for_raster(info.height, info.width, scale, card.tile_size, card.overlap)
+        windows = len(grid.layout)  # of a single-chunk run; smaller chunks run more (scripts/seam_overhead.py)
         rows.append(
             {
                 "file": info.path.name,
