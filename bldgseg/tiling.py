@@ -46,6 +46,12 @@ def iter_windows(height: int, width: int, tile_size: int, overlap: int) -> list[
     end exactly at the array edge. In a dimension smaller than ``tile_size`` there is one window starting at
     0 that extends past the array: the caller pads (and marks the padding invalid).
     """
+    rows, cols = _window_offsets(height, width, tile_size, overlap)
+    return [Window(col, row, tile_size, tile_size) for row in rows for col in cols]
+
+
+def _window_offsets(height: int, width: int, tile_size: int, overlap: int) -> tuple[list[int], list[int]]:
+    """Row and column offsets of :func:`iter_windows`' windows (its arguments checked)."""
     if height <= 0 or width <= 0:
         raise InputError(f"array of {height}x{width} pixels is empty; pass a positive height and width")
     if tile_size <= 0 or overlap < 0:
@@ -58,9 +64,7 @@ def iter_windows(height: int, width: int, tile_size: int, overlap: int) -> list[
             f"tile stride (tile_size {tile_size} - overlap {overlap}) must be > 0; "
             "use an overlap smaller than the tile size"
         )
-    rows = _offsets(height, tile_size, stride)
-    cols = _offsets(width, tile_size, stride)
-    return [Window(col, row, tile_size, tile_size) for row in rows for col in cols]
+    return _offsets(height, tile_size, stride), _offsets(width, tile_size, stride)
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,8 @@ def plan_layout(height: int, width: int, tile_size: int, overlap: int) -> Window
     if 0 < height < tile_size and 0 < width < tile_size:
         tile = min(tile_size, NETWORK_STRIDE * math.ceil(max(height, width) / NETWORK_STRIDE))
         return WindowLayout(tile, (0,), (0,))
-    windows = iter_windows(height, width, tile_size, overlap)
-    rows = tuple(sorted({int(w.row_off) for w in windows}))
-    cols = tuple(sorted({int(w.col_off) for w in windows}))
-    return WindowLayout(tile_size, rows, cols)
+    rows, cols = _window_offsets(height, width, tile_size, overlap)
+    return WindowLayout(tile_size, tuple(rows), tuple(cols))
 
 
 @dataclass(frozen=True)
