@@ -17,7 +17,8 @@ from bldgseg.modelgrid import ModelGrid, Taps
 
 __all__ = ["apply_taps", "maps_to_source", "read_model_region", "valid_to_source"]
 
-#: Output rows resampled at a time, so temporaries stay a small multiple of one strip.
+#: Rows resampled at a time (output rows, and about as many source rows read per strip), so temporaries stay a
+#: small multiple of one strip.
 STRIP_ROWS = 256
 
 
@@ -54,8 +55,9 @@ def read_model_region(info: RasterInfo, grid: ModelGrid, region: Window) -> tupl
     valid_cols = grid.cols.nearest_source(c0, c0 + width) - src_c0
     rgb = np.zeros((3, height, width), np.uint8)
     valid = np.zeros((height, width), bool)
-    for start in range(0, height, STRIP_ROWS):
-        stop = min(height, start + STRIP_ROWS)
+    strip = max(1, STRIP_ROWS * grid.rows.model // grid.rows.source)  # model rows from ~STRIP_ROWS source rows
+    for start in range(0, height, strip):
+        stop = min(height, start + strip)
         row_taps = grid.rows.to_model(r0 + start, r0 + stop)
         src_r0, src_r1 = row_taps.span()
         source, source_valid = read_rgb(info, Window(src_c0, src_r0, src_c1 - src_c0, src_r1 - src_r0))
