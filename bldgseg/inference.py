@@ -157,7 +157,7 @@ class Predictor:
         image are filled by padding it (reflected, marked invalid); windows without a valid pixel are skipped.
         """
         _, height, width = rgb.shape
-        layout = layout or self.layout_for(height, width)
+        layout = self.layout_for(height, width) if layout is None else layout
         tile = layout.tile
         weight = self.weight if tile == self.tile_size else blend_weight(tile)
         rgb, valid_padded = _pad_to_layout(rgb, valid, layout)

@@ -105,7 +105,7 @@ def predict_chunk(
     The chunk runs its part of the raster's own model grid (:mod:`bldgseg.modelgrid`): the windows of a
     whole-raster run that touch it, on model pixels resampled exactly as for the whole raster, and its maps are
     resampled back in the raster's coordinates, so every pixel comes out as in a single-chunk run whatever the
-    chunk size (up to floating-point effects of the model's batch composition, see docs/architecture.md).
+    chunk size (up to floating-point effects of batch composition and thread count, see docs/architecture.md).
     Offsets are rescaled to the source grid, so building pixels are the same with or without instances.
     """
     info, read = unit.info, unit.chunk.read
