@@ -216,16 +216,30 @@ def _candidate_pairs(infos: Sequence[RasterInfo]) -> Iterable[tuple[int, int]]:
 def plan_mosaics(infos: Sequence[RasterInfo], folder: Path) -> list[Mosaic]:
     """The mosaics (groups of two or more files) among ``infos``, their VRTs to be written in ``folder``.
 
-    A mosaic is named ``mosaic_<first file's stem>_<N>tiles``; its tiles are in path order.
+    A mosaic is named ``mosaic_<first file's stem>_<N>tiles`` (with the first file's folder name before the
+    stem where two mosaics would share a name); its tiles are in path order.
     """
-    mosaics = []
-    for group in group_rasters(infos):
-        if len(group) > 1:
-            mosaics.append(_mosaic(sorted(group, key=lambda i: i.path), Path(folder)))
-    return mosaics
+    groups = [sorted(g, key=lambda i: i.path) for g in group_rasters(infos) if len(g) > 1]
+    names = _unique_names(groups)
+    return [_mosaic(group, name, Path(folder)) for group, name in zip(groups, names, strict=True)]
 
 
-def _mosaic(group: list[RasterInfo], folder: Path) -> Mosaic:
+def _unique_names(groups: list[list[RasterInfo]]) -> list[str]:
+    """``mosaic_<stem>_<N>tiles`` per group; the folder name added where stems repeat, a counter if still."""
+    plain = [f"mosaic_{g[0].path.stem}_{len(g)}tiles" for g in groups]
+    names = [
+        f"mosaic_{g[0].path.parent.name}_{g[0].path.stem}_{len(g)}tiles" if plain.count(name) > 1 else name
+        for g, name in zip(groups, plain, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if names.count(name) == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
+def _mosaic(group: list[RasterInfo], name: str, folder: Path) -> Mosaic:
     first = group[0]
     ref = first.transform
     cols = [round((i.transform.c - ref.c) / ref.a) for i in group]
@@ -249,7 +263,6 @@ def _mosaic(group: list[RasterInfo], folder: Path) -> Mosaic:
         )
         for k, (info, c, r) in enumerate(zip(group, cols, rows, strict=True))
     )
-    name = f"mosaic_{first.path.stem}_{len(group)}tiles"
     return Mosaic(
         name=name,
         path=folder / f"{name}.vrt",

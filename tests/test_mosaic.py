@@ -22,7 +22,7 @@ from bldgseg.evaluation import evaluate
 from bldgseg.io import RasterInfo, open_raster_info, read_rgb, scan_inputs
 from bldgseg.mosaic import group_rasters as group
 from bldgseg.mosaic import mosaic_vrt_xml, plan_mosaics, tile_of_points, write_vrt
-from bldgseg.pipeline import RunConfig, run
+from bldgseg.pipeline import RunConfig, predict_rasters, run
 from tests.conftest import scene, write_rgb
 
 X0, Y0, GSD = 500000.0, 100000.0, 0.3
@@ -402,3 +402,34 @@ def test_evaluate_pairs_mosaic_buildings_with_their_tiles(tmp_path, red_roof_mod
     assert report.per_image["t0000_0000.tif"]["polygon"]["tp"] == 1
     with_images = evaluate(tmp_path / "out.gpkg", tmp_path / "truth.gpkg", images=[folder])
     assert len(with_images.per_image) == 4
+
+
+def test_predict_writes_one_map_per_mosaic_or_per_file_with_separate(tmp_path, red_roof_model):
+    folder = tmp_path / "tiles"
+    write_tiles(folder, corner_scene(), 100)
+    written, _ = predict_rasters(config(tmp_path, red_roof_model, [folder], save_masks=tmp_path / "p"))
+    assert [p.name for p in written] == ["mosaic_t0000_0000_4tiles.probability.tif"]
+    cfg = config(tmp_path, red_roof_model, [folder], save_masks=tmp_path / "s", separate=True)
+    assert len(predict_rasters(cfg)[0]) == 4
+
+
+def test_mosaics_in_a_run_directory_inside_the_inputs_are_not_inputs(tmp_path, red_roof_model):
+    folder = tmp_path / "tiles"
+    write_tiles(folder, corner_scene(), 100)
+    kw = dict(run_dir=folder / "run", texture=False)
+    first = run(config(tmp_path, red_roof_model, [folder], **kw))
+    assert list((folder / "run" / "mosaics").glob("*.vrt"))
+    second = run(config(tmp_path, red_roof_model, [folder], **kw))  # --overwrite: a new run in the same folder
+    assert second.metadata["images"] == 4 and len(second.buildings) == len(first.buildings) == 2
+
+
+def test_mosaics_whose_first_files_share_a_name_get_distinct_names(tmp_path):
+    def moved(info: RasterInfo, folder: str) -> RasterInfo:
+        return RasterInfo(**{**info.__dict__, "path": Path(f"/data/{folder}/{info.path.name}")})
+
+    north = [moved(fake_info("a", 0, 0), "north"), moved(fake_info("b", 10, 0), "north")]
+    south = [moved(fake_info("a", 0, 50), "south"), moved(fake_info("b", 10, 50), "south")]
+    assert [m.name for m in plan_mosaics(north + south, tmp_path)] == [
+        "mosaic_north_a_2tiles",
+        "mosaic_south_a_2tiles",
+    ]
