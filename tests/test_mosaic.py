@@ -329,14 +329,18 @@ def test_resume_keeps_finished_units_and_redoes_those_of_a_changed_tile(tmp_path
     assert len(changed.buildings) == 3
 
 
-def test_per_image_outputs_split_a_mosaic_by_source_image(tmp_path, red_roof_model):
+@pytest.mark.parametrize("output_format", ["gpkg", "fgb"])
+def test_per_image_outputs_split_a_mosaic_by_source_image(tmp_path, red_roof_model, output_format):
     folder = tmp_path / "tiles"
     tiles = write_tiles(folder, corner_scene(), 100)
-    cfg = config(tmp_path, red_roof_model, [folder], per_image=True)
+    cfg = config(tmp_path, red_roof_model, [folder], per_image=True, output_format=output_format)
     cfg.output = tmp_path / "per"
     result = run(cfg)
-    assert result.output == [tmp_path / "per" / f"{t.stem}.gpkg" for t in tiles]
-    counts = {p.stem: len(pyogrio.read_dataframe(p, layer="buildings")) for p in result.output}
+    assert result.output == [tmp_path / "per" / f"{t.stem}.{output_format}" for t in tiles]
+    counts = {
+        p.stem: len(pyogrio.read_dataframe(p, layer="buildings" if output_format == "gpkg" else None))
+        for p in result.output
+    }
     assert counts == {"t0000_0000": 1, "t0000_0100": 0, "t0100_0000": 1, "t0100_0100": 0}
 
 
@@ -419,7 +423,9 @@ def test_mosaics_in_a_run_directory_inside_the_inputs_are_not_inputs(tmp_path, r
     kw = dict(run_dir=folder / "run", texture=False)
     first = run(config(tmp_path, red_roof_model, [folder], **kw))
     assert list((folder / "run" / "mosaics").glob("*.vrt"))
-    second = run(config(tmp_path, red_roof_model, [folder], **kw))  # --overwrite: a new run in the same folder
+    second = run(
+        config(tmp_path, red_roof_model, [folder], **kw)
+    )  # --overwrite: a new run in the same folder
     assert second.metadata["images"] == 4 and len(second.buildings) == len(first.buildings) == 2
 
 

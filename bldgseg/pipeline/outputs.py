@@ -1,4 +1,4 @@
-"""What a run produces: building columns, the runs and errors tables, merged GeoPackages, probability maps."""
+"""What a run produces: building columns, the runs and errors tables, merged outputs, probability maps."""
 
 from __future__ import annotations
 
@@ -12,20 +12,26 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 import torch
 
 from bldgseg import __version__
 from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
 from bldgseg.export import errors_table
-from bldgseg.files import refuse_existing, refuse_existing_any, require_gpkg
+from bldgseg.files import refuse_existing_any
 from bldgseg.io import RasterInfo, SkippedInput
 from bldgseg.models import ModelCard
 from bldgseg.pipeline.config import RunConfig, UnitSettings
 from bldgseg.pipeline.plan import WorkUnit, units_by_raster
 from bldgseg.probmaps import ProbabilityMapWriter
 from bldgseg.runstate import RunDir, UnitRecord, merge_buildings, part_paths
+from bldgseg.vector_formats import (
+    OUTPUT_FORMATS,
+    check_format,
+    check_vector_output,
+    output_files,
+    read_buildings,
+)
 
 _LOCATION = ["centroid_lon", "centroid_lat"]
 #: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
@@ -75,7 +81,7 @@ class RunResult:
     def buildings(self) -> gpd.GeoDataFrame:
         if self._buildings is None:
             outputs = self.output if isinstance(self.output, list) else [self.output]
-            frames = [pyogrio.read_dataframe(p, layer="buildings") for p in outputs]
+            frames = [read_buildings(p) for p in outputs]
             if self._crs is not None:
                 frames = [f.to_crs(self._crs) if f.crs is not None else f for f in frames]
             if len(frames) == 1:
@@ -119,9 +125,15 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if names[p.stem] == 1 else f"{p.parent.name}_{p.stem}" for p in paths}
 
 
+def per_image_format(config: RunConfig) -> str:
+    """The format of ``per_image`` outputs: ``config.output_format``, GeoPackage by default."""
+    return config.output_format or "gpkg"
+
+
 def per_image_targets(config: RunConfig, paths: list[Path]) -> dict[Path, Path]:
-    """Output GeoPackage of each input with ``per_image``."""
-    return {p: Path(config.output) / f"{stem}.gpkg" for p, stem in unique_stems(paths).items()}
+    """Output file of each input with ``per_image`` (``<stem>.gpkg``, ``.parquet`` or ``.fgb``)."""
+    suffix = OUTPUT_FORMATS.get(per_image_format(config), ".gpkg")
+    return {p: Path(config.output) / f"{stem}{suffix}" for p, stem in unique_stems(paths).items()}
 
 
 def probability_targets(folder: Path, rasters: list[Path]) -> dict[Path, Path]:
@@ -131,13 +143,13 @@ def probability_targets(folder: Path, rasters: list[Path]) -> dict[Path, Path]:
 
 
 def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
-    """Refuse an existing output before any work is done."""
+    """Refuse an unknown output format or an existing output (sidecars included) before any work is done."""
     if config.per_image:
+        check_format(per_image_format(config), config.output)
         targets = per_image_targets(config, [i.path for i in infos]).values()
-        refuse_existing_any(targets, config.overwrite, count=True)
+        refuse_existing_any([f for t in targets for f in output_files(t)], config.overwrite, count=True)
         return
-    refuse_existing(config.output, config.overwrite)
-    require_gpkg(config.output)
+    check_vector_output(config.output, config.overwrite, config.output_format)
 
 
 def run_metadata(
@@ -212,10 +224,10 @@ def write_outputs(
     errors: list[RunError],
     infos: list[RasterInfo] | None = None,
 ) -> Path | list[Path]:
-    """Merge the parts into one GeoPackage, or one per input image (``infos``) into the ``output`` folder.
+    """Merge the parts into one output file, or one per input image (``infos``) into the ``output`` folder.
 
-    Per image, a tile of a mosaic gets the buildings whose ``source_image`` it is.
-    """
+    Per image, a tile of a mosaic gets the buildings whose ``source_image`` it is. GeoParquet and FlatGeobuf
+    outputs are converted from a GeoPackage merged in the run directory."""
     tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
     empty = empty_buildings(crs)
 
@@ -224,7 +236,15 @@ def write_outputs(
         multi = any(finished[u.uid].multi for u in chosen)
         parts = [part_paths(rundir.path, u.uid)[0] for u in chosen]
         merge_buildings(
-            target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi, source_image=source_image
+            target,
+            parts,
+            crs,
+            empty,
+            tables,
+            overwrite=config.overwrite,
+            multi=multi,
+            staging=rundir.parts,
+            source_image=source_image,
         )
 
     if not config.per_image:
