@@ -8,6 +8,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 import pytest
+from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from bldgseg import vector_formats
@@ -39,7 +40,8 @@ def inputs(tmp_path: Path) -> list[Path]:
     folder = tmp_path / "in"
     folder.mkdir()
     write_rgb(folder / "a.tif", scene(96, 96, [(10, 10, 30, 40), (50, 50, 80, 70)]))
-    write_rgb(folder / "b.tif", scene(64, 64, [(5, 5, 25, 25)]))
+    apart = from_origin(500100.0, 100000.0, 0.3, 0.3)  # not touching a.tif: two rasters, not one mosaic
+    write_rgb(folder / "b.tif", scene(64, 64, [(5, 5, 25, 25)]), transform=apart)
     (folder / "broken.tif").write_bytes(b"not a tiff at all")
     return [folder]
 

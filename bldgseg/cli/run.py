@@ -22,6 +22,7 @@ from bldgseg.cli.options import (
     ResumeRunOpt,
     RunDirOpt,
     SchedulerOpt,
+    SeparateOpt,
     SlurmAccountOpt,
     SlurmCoresOpt,
     SlurmDirectiveOpt,
@@ -76,7 +77,7 @@ RunDsmOpt = Annotated[Path | None, elevation_option("dsm", "DSM raster (with --d
 RunDtmOpt = Annotated[Path | None, elevation_option("dtm", "DTM raster (with --dsm).")]
 NoTextureOpt = Annotated[bool, typer.Option("--no-texture", help="Skip texture and colour attributes.")]
 SaveMasksOpt = Annotated[
-    Path | None, typer.Option("--save-masks", help="Folder for probability maps (COG) per input.")
+    Path | None, typer.Option("--save-masks", help="Folder for probability maps (COG) per input or mosaic.")
 ]
 PerImageOpt = Annotated[bool, typer.Option("--per-image", help="One output file per input in folder -o.")]
 FormatOpt = Annotated[
@@ -108,6 +109,7 @@ RUN_CONFIG_FLAGS = (
     "output_format",
     "overwrite",
     "crs",
+    "separate",
 )
 
 
@@ -136,6 +138,7 @@ def run(
     save_masks: SaveMasksOpt = None,
     per_image: PerImageOpt = False,
     output_format: FormatOpt = None,
+    separate: SeparateOpt = False,
     crs: CrsOpt = None,
     scheduler: SchedulerOpt = None,
     threads: ThreadsOpt = 1,
@@ -213,9 +216,10 @@ def predict(
     batch_size: Annotated[int, batch_size_option(help=None)] = 8,
     tta: Annotated[bool, tta_option("Average over flips.")] = False,
     threads: Annotated[int, threads_option()] = 1,
+    separate: SeparateOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write a building-probability Cloud-Optimized GeoTIFF per input (no polygons)."""
+    """Write a building-probability Cloud-Optimized GeoTIFF per input or mosaic of touching inputs (no polygons)."""
     from bldgseg.pipeline import RunConfig, predict_rasters
 
     config = RunConfig(
@@ -230,6 +234,7 @@ def predict(
         save_masks=output,
         overwrite=overwrite,
         threads=threads,
+        separate=separate,
     )
     with progress_bar() as update:
         written, skipped = call(predict_rasters, config, progress=update)

@@ -62,6 +62,8 @@ class RunConfig:
     #: Separate touching buildings with the model's instance head; None: when the model card's head is
     #: "instance". False runs an instance model's semantic channel alone (as a semantic model would).
     instances: bool | None = None
+    #: Every file on its own, as before mosaics: touching files are not read as one mosaic (``--separate``).
+    separate: bool = False
 
 
 @dataclass

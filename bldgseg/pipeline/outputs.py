@@ -136,10 +136,10 @@ def per_image_targets(config: RunConfig, paths: list[Path]) -> dict[Path, Path]:
     return {p: Path(config.output) / f"{stem}{suffix}" for p, stem in unique_stems(paths).items()}
 
 
-def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Path]:
-    """The probability COG of each input in ``folder``."""
-    stems = unique_stems([info.path for info in infos])
-    return {info.path: Path(folder) / f"{stems[info.path]}.probability.tif" for info in infos}
+def probability_targets(folder: Path, rasters: list[Path]) -> dict[Path, Path]:
+    """The probability COG of each raster processed (a file, or a mosaic's VRT: named after the mosaic)."""
+    stems = unique_stems(rasters)
+    return {path: Path(folder) / f"{stems[path]}.probability.tif" for path in rasters}
 
 
 def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
@@ -222,30 +222,51 @@ def write_outputs(
     crs: Any,
     metadata: dict[str, Any],
     errors: list[RunError],
+    infos: list[RasterInfo] | None = None,
 ) -> Path | list[Path]:
-    """Merge the parts into one output file, or one per input image into the ``output`` folder.
+    """Merge the parts into one output file, or one per input image (``infos``) into the ``output`` folder.
 
-    GeoParquet and FlatGeobuf outputs are converted from a GeoPackage merged in the run directory."""
+    Per image, a tile of a mosaic gets the buildings whose ``source_image`` it is. GeoParquet and FlatGeobuf
+    outputs are converted from a GeoPackage merged in the run directory."""
     tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
     empty = empty_buildings(crs)
 
-    def merge(target: Path, selected: list[WorkUnit]) -> None:
+    def merge(target: Path, selected: list[WorkUnit], source_image: str | None = None) -> None:
         chosen = [u for u in selected if u.uid in finished]
         multi = any(finished[u.uid].multi for u in chosen)
         parts = [part_paths(rundir.path, u.uid)[0] for u in chosen]
         merge_buildings(
-            target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi, staging=rundir.parts
+            target,
+            parts,
+            crs,
+            empty,
+            tables,
+            overwrite=config.overwrite,
+            multi=multi,
+            staging=rundir.parts,
+            source_image=source_image,
         )
 
     if not config.per_image:
         merge(config.output, units)
         return config.output
     Path(config.output).mkdir(parents=True, exist_ok=True)
-    by_raster = units_by_raster(units)
-    targets = per_image_targets(config, list(by_raster))
-    for path, selected in by_raster.items():
-        merge(targets[path], selected)
-    return [targets[path] for path in by_raster]
+    by_image = units_by_image(units)
+    images = [i.path for i in infos] if infos is not None else list(by_image)
+    targets = per_image_targets(config, images)
+    for path in images:
+        selected, in_mosaic = by_image.get(path, ([], False))
+        merge(targets[path], selected, str(path) if in_mosaic else None)
+    return [targets[path] for path in images]
+
+
+def units_by_image(units: list[WorkUnit]) -> dict[Path, tuple[list[WorkUnit], bool]]:
+    """The units that may hold each input image's buildings, and whether the image is a tile of a mosaic."""
+    by_image: dict[Path, tuple[list[WorkUnit], bool]] = {}
+    for unit in units:
+        for path, in_mosaic in [(t.path, True) for t in unit.tiles] or [(unit.info.path, False)]:
+            by_image.setdefault(path, ([], in_mosaic))[0].append(unit)
+    return by_image
 
 
 def write_probability_maps(
@@ -255,8 +276,8 @@ def write_probability_maps(
     folder: Path,
     finished: dict[str, UnitRecord],
 ) -> list[Path]:
-    """One probability COG per raster in ``folder``, assembled chunk by chunk from the units' parts."""
-    targets = probability_targets(folder, infos)
+    """One probability COG per raster (file or mosaic) in ``folder``, assembled chunk by chunk from the parts."""
+    targets = probability_targets(folder, [info.path for info in infos])
     by_raster = units_by_raster(units)
     written = []
     for info in infos:
