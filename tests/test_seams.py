@@ -120,6 +120,26 @@ def test_context_instance_model_gives_the_same_buildings_for_every_chunk_size(tm
         assert_same_buildings(single, chunked, f"instances, {gsd} m input, --chunk-size {chunk_size}")
 
 
+def test_a_mosaic_of_coarse_tiles_gives_the_buildings_of_one_geotiff(tmp_path):
+    """0.5 m tiles (enlarged for the 0.3 m model) read as one mosaic (a VRT), in one chunk and in chunks smaller
+    than a window, give the buildings of one GeoTIFF of the area: the model grid is read from source pixels, so
+    GDAL's per-tile resampling at the tile seams plays no part."""
+    model = context_model(tmp_path)
+    gsd, size, tile = 0.5, 116, 58
+    rgb = textured_roofs(size, gsd, seed=2)
+    whole = write_rgb(tmp_path / "whole.tif", rgb, transform=from_origin(500000.0, 100000.0, gsd, gsd))
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for r in range(0, size, tile):
+        for c in range(0, size, tile):
+            transform = from_origin(500000.0 + c * gsd, 100000.0 - r * gsd, gsd, gsd)
+            write_rgb(folder / f"t{r}_{c}.tif", rgb[:, r : r + tile, c : c + tile], transform=transform)
+    single = buildings(tmp_path, model, whole, SINGLE_CHUNK)
+    for chunk_size in (SINGLE_CHUNK, 36):
+        mosaic = buildings(tmp_path, model, folder, chunk_size)
+        assert_same_buildings(single, mosaic, f"mosaic of 0.5 m tiles, --chunk-size {chunk_size}")
+
+
 def test_bundled_model_gives_the_same_buildings_on_the_sample_mosaic(tmp_path):
     """The README's promise with the real model: the 0.15 m Kampala mosaic (seen at 0.3 m) in chunks of 512
     (each smaller than one 512-px model window at 0.3 m) and 1024 px gives the buildings of one chunk."""
