@@ -139,6 +139,12 @@ class ModelGrid:
         """True when the model grid is the raster's own grid (no resampling)."""
         return self.rows.model == self.rows.source and self.cols.model == self.cols.source
 
+    def source_window(self, model: Window) -> Window:
+        """The source pixels read to make the model pixels of ``model`` (:meth:`AxisMap.to_model` taps)."""
+        r0, r1 = self.rows.to_model(int(model.row_off), int(model.row_off + model.height)).span()
+        c0, c1 = self.cols.to_model(int(model.col_off), int(model.col_off + model.width)).span()
+        return Window(c0, r0, c1 - c0, r1 - r0)
+
     def chunk_region(self, read: Window) -> ChunkRegion:
         """The model region and windows a chunk with source window ``read`` must run to get, on ``read``, the
         maps of a whole-raster run: every window touching the model pixels ``read`` is interpolated from.
