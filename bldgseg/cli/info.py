@@ -16,12 +16,13 @@ from bldgseg.cli.options import (
     InputsArg,
     ModelOpt,
     PrecisionOpt,
+    SeparateOpt,
     chunk_size_option,
 )
 
 __all__ = ["card_summary", "info", "models"]
 
-INFO_COLUMNS = ("file", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
+INFO_COLUMNS = ("file", "files", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
 
 
 def card_summary(metrics: dict) -> str:
@@ -68,25 +69,40 @@ def info(
     bands: BandsOpt = None,
     model: ModelOpt = "aerial-buildings",
     chunk_size: Annotated[int, chunk_size_option()] = 4096,
+    separate: SeparateOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     engine: EngineOpt = "auto",
 ) -> None:
-    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found, and the
-    precision and engine a run here would use."""
+    """Describe inputs before a long run: mosaics of touching files, CRS, GSD, bands, windows, problems found,
+    and the precision and engine a run here would use."""
     from bldgseg.errors import BldgsegError
     from bldgseg.report import describe_inference, describe_inputs
 
     rows, skipped = call(
-        describe_inputs, inputs, glob=glob, bands=parse_bands(bands), model=model, chunk_size=chunk_size
+        describe_inputs,
+        inputs,
+        glob=glob,
+        bands=parse_bands(bands),
+        model=model,
+        chunk_size=chunk_size,
+        separate=separate,
     )
-    table = Table(title=f"{len(rows)} usable raster(s), {len(skipped)} problem(s)")
-    table.add_column("file", no_wrap=True)
-    for column in ("CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
+    files = sum(len(row["tiles"]) for row in rows)
+    table = Table(title=f"{len(rows)} raster(s) to process from {files} usable file(s), {len(skipped)} problem(s)")
+    table.add_column("raster", no_wrap=True)
+    for column in ("files", "CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*[str(row[key]) for key in INFO_COLUMNS])
+        table.add_row(*[str(len(row["tiles"]) if key == "files" else row[key]) for key in INFO_COLUMNS])
     wide_console().print(table)
+    for row in rows:
+        if len(row["tiles"]) > 1:
+            wide_console().print(
+                f"[bold]{row['file']}[/] ({row['size']} px, {len(row['tiles'])} files): {', '.join(row['tiles'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
     try:
         choice = describe_inference(device, precision, engine)
         wide_console().print(f"inference: {choice.describe()}", highlight=False)
