@@ -13,6 +13,7 @@ kills every worker it is tried on, as one that runs out of memory would).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -42,8 +43,9 @@ class SlowRedRoofNet(RedRoofNet):
 register_architecture("red-roof-slow-test", SlowRedRoofNet)
 
 # Workers run on the same "generic CPU" as the pytest process (tests/conftest.py: generic_cpu): auto -> fp32
-# torch. Not in the pytest process itself, where the fixture patches (and restores) the probes per test.
-if "pytest" not in sys.modules:
+# torch (spawned LocalCluster workers import pytest with the parent's main module, hence the process name).
+# Not in the pytest process itself, where the fixture patches (and restores) the probes per test.
+if "pytest" not in sys.modules or multiprocessing.current_process().name != "MainProcess":
     precision.read_cpu_flags = lambda *a, **k: frozenset()
     precision.openvino_available = lambda: False
 
