@@ -11,7 +11,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import Polygon
 
-__all__ = ["regularize_metric", "regularize_polygon"]
+__all__ = ["regularize_metric", "regularize_outline", "regularize_polygon"]
 
 # regularize_polygon: result area must stay within this fraction of the input's, else the fallback is used
 _MAX_AREA_CHANGE = 0.2
@@ -255,6 +255,12 @@ def _snap_polygon(
     ):
         return None
     return result
+
+
+def regularize_outline(polygon: Any, tol: float) -> Any:
+    """:func:`regularize_polygon` with the outline-noise scale ``tol`` given (polygon units, e.g. one pixel);
+    anything but a Polygon comes back unchanged."""
+    return _regularize(polygon, tol) if isinstance(polygon, Polygon) else polygon
 
 
 def _regularize(polygon: Polygon, tol: float) -> Polygon:

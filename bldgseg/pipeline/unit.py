@@ -30,9 +30,10 @@ from bldgseg.models import load_checkpoint
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
+from bldgseg.postprocess import postprocess_chunk
 from bldgseg.runstate import UnitRecord, write_error_part, write_part
 from bldgseg.tiling import model_shape
-from bldgseg.vectorize import instances_to_polygons, mask_to_polygons
+from bldgseg.vectorize import instance_outlines, mask_to_polygons
 
 
 @dataclass
@@ -166,6 +167,7 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
             time.perf_counter() - start,
         )
     polygons = _vectorize(unit, settings, prob, labels)
+    polygons = postprocess_chunk(polygons, info, settings.postprocess(), instances=labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
@@ -174,29 +176,12 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
 def _vectorize(
     unit: WorkUnit, settings: UnitSettings, prob: np.ndarray, labels: np.ndarray | None
 ) -> gpd.GeoDataFrame:
-    """Polygons of the read window: one per instance label, else per connected component above threshold."""
+    """Raw polygons of the read window: one per instance label, else per connected component above threshold."""
     info = unit.info
     transform = window_transform(unit.chunk.read, info.transform)
     if labels is not None:
-        return instances_to_polygons(
-            labels,
-            transform,
-            info.crs,
-            prob=prob,
-            min_area_m2=settings.min_area_m2,
-            simplify_m=settings.simplify_m,
-            regularize=settings.regularize,
-            crs_units_per_m=abs(info.transform.a) / info.gsd_m,
-        )
-    return mask_to_polygons(
-        prob >= settings.threshold,
-        transform,
-        info.crs,
-        prob=prob,
-        min_area_m2=settings.min_area_m2,
-        simplify_m=settings.simplify_m,
-        regularize=settings.regularize,
-    )
+        return instance_outlines(labels, transform, info.crs, prob=prob)
+    return mask_to_polygons(prob >= settings.threshold, transform, info.crs, prob=prob)
 
 
 def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord:
