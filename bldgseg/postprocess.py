@@ -28,22 +28,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from shapely.geometry import Polygon, box
+from shapely.geometry import Polygon
 
+from bldgseg.coverage import regularize_coverage
 from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.geo_metric import GEOD, WGS84
 from bldgseg.io import RasterInfo
-from bldgseg.regularize import regularize_outline
 from bldgseg.vectorize import metric_areas, refine_outlines, simplify_coverage
 
 if TYPE_CHECKING:
@@ -56,7 +54,6 @@ __all__ = [
     "card_postprocess",
     "clean_polygons",
     "postprocess_chunk",
-    "regularize_coverage",
     "resolve_postprocess",
 ]
 
@@ -348,59 +345,6 @@ def clean_polygons(
 
 
 # -------------------- outlines
-
-
-def _touching_groups(geoms: np.ndarray) -> np.ndarray:
-    """A group label per polygon: polygons that touch or overlap (directly or through others) share one."""
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
-    return connected_components(graph, directed=False)[1]
-
-
-def _main_part(geom: Any) -> Any:
-    """The largest polygon of ``geom`` (None when it has none)."""
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type == "Polygon" and p.area > 0]
-    return max(parts, key=lambda p: p.area) if parts else None
-
-
-def _regularize_group(geoms: np.ndarray, tol: float) -> np.ndarray:
-    """Touching buildings regularized each, clipped to their regularized union and cleaned into a coverage."""
-    union = _main_part(shapely.union_all(geoms))
-    outline = regularize_outline(union, tol) if union is not None else None
-    if outline is None or outline.is_empty:
-        return geoms
-    shapely.prepare(outline)
-    each = [_main_part(shapely.intersection(regularize_outline(g, tol), outline)) for g in geoms]
-    if any(g is None for g in each):
-        return geoms
-    outside = box(*outline.buffer(4 * tol).bounds).difference(outline)
-    cleaned = shapely.coverage_clean(np.array([*each, outside], dtype=object), gap_width=2 * tol)[:-1]
-    result = [_main_part(g) for g in cleaned]
-    if any(g is None for g in result):
-        return geoms
-    return np.array(result, dtype=object)
-
-
-def regularize_coverage(geoms: np.ndarray, tol: float) -> np.ndarray:
-    """Buildings squared off (noise scale ``tol``, units of an isotropic metric-like plane); those that touch
-    are regularized as a group and come out as an exact coverage: no gap, no overlap, identical shared walls.
-
-    Each building of a group is regularized on its own and clipped to the group's regularized outline; overlaps
-    then go to the neighbour with the longest shared border and gaps narrower than ``2 * tol`` are filled
-    (``shapely.coverage_clean``). A group whose outline cannot be regularized keeps its input outlines.
-    """
-    geoms = np.asarray(geoms, dtype=object)
-    out = np.empty(len(geoms), dtype=object)
-    if not len(geoms):
-        return out
-    groups = _touching_groups(geoms)
-    for label in np.unique(groups):
-        members = np.flatnonzero(groups == label)
-        if len(members) == 1:
-            out[members[0]] = regularize_outline(geoms[members[0]], tol)
-        else:
-            out[members] = _regularize_group(geoms[members], tol)
-    return out
 
 
 def postprocess_chunk(
