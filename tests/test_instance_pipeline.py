@@ -102,8 +102,9 @@ def test_regularized_neighbours_keep_exact_shared_walls_across_chunk_seams(tmp_p
     assert shapely.coverage_is_valid(np.array(geoms, dtype=object))
     for g in geoms:  # right angles, and straight where a neighbour's corner meets the wall (a T-junction)
         c = np.asarray(g.exterior.coords)[:-1]
-        turn = np.cross(np.roll(c, -1, axis=0) - c, c - np.roll(c, 1, axis=0))
-        dot = np.sum((np.roll(c, -1, axis=0) - c) * (c - np.roll(c, 1, axis=0)), axis=1)
+        after, before = np.roll(c, -1, axis=0) - c, c - np.roll(c, 1, axis=0)
+        turn = after[:, 0] * before[:, 1] - after[:, 1] * before[:, 0]
+        dot = np.sum(after * before, axis=1)
         assert np.all((np.abs(dot) < 1e-6) | (np.abs(turn) < 1e-6))
 
 
