@@ -15,11 +15,11 @@ from shapely.geometry import box
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
 from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import InputError
-from bldgseg.export import errors_table, write_gpkg
-from bldgseg.files import refuse_existing
+from bldgseg.export import errors_table, write_buildings
 from bldgseg.footprints import read_footprints
 from bldgseg.io import SkippedInput, discover_inputs, open_raster_info
 from bldgseg.progress import ProgressFn, report_progress
+from bldgseg.vector_formats import check_vector_output
 from bldgseg.vectorize import mask_to_polygons
 
 
@@ -56,8 +56,9 @@ def vectorize_mask_files(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> tuple[int, list[SkippedInput]]:
-    """Polygons with shape attributes from mask rasters into ``output`` (layer ``buildings``)."""
-    refuse_existing(output, overwrite)
+    """Polygons with shape attributes from mask rasters into ``output`` (layer ``buildings``; GeoPackage,
+    GeoParquet or FlatGeobuf by extension)."""
+    check_vector_output(output, overwrite)
     paths = discover_inputs(masks)
     frames, skipped = [], []
     for done, path in enumerate(paths, start=1):
@@ -83,7 +84,7 @@ def vectorize_mask_files(
         raise InputError(f"no usable mask rasters among {len(paths)} file(s)")
     crs = frames[0].crs
     buildings = gpd.GeoDataFrame(pd.concat([f.to_crs(crs) for f in frames], ignore_index=True), crs=crs)
-    write_gpkg(output, {"buildings": buildings}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
+    write_buildings(output, buildings, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(buildings), skipped
 
 
@@ -105,7 +106,7 @@ def enrich_footprints(
 ) -> tuple[int, list[SkippedInput]]:
     """Shape, colour, texture and height attributes for existing footprints; each footprint is measured from
     the first image (in the given order) that covers its centroid."""
-    refuse_existing(output, overwrite)
+    check_vector_output(output, overwrite)
     gdf = read_footprints(footprints, layer, several="first")
     measured = pd.DataFrame(index=gdf.index)
     assigned = pd.Series("", index=gdf.index, dtype="string")
@@ -130,5 +131,5 @@ def enrich_footprints(
     out["height_m"] = height_attributes(gdf, ndsm=ndsm, dsm=dsm, dtm=dtm)
     out["source_image"] = assigned
     result = gpd.GeoDataFrame(out, geometry=gdf.geometry.name, crs=gdf.crs)
-    write_gpkg(output, {"buildings": result}, {"errors": skipped_table(skipped)}, overwrite=overwrite)
+    write_buildings(output, result, {"errors": skipped_table(skipped)}, overwrite=overwrite)
     return len(result), skipped

@@ -1,4 +1,4 @@
-"""Atomic output writers: GeoPackages with QGIS styles, Cloud-Optimized GeoTIFFs.
+"""Atomic output writers: GeoPackages with QGIS styles, Cloud-Optimized GeoTIFFs, buildings in any output format.
 
 Every writer builds its output through :func:`bldgseg.files.atomic_write`: the destination is either untouched
 or complete, never half-written.
@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from bldgseg.files import GPKG_SIDECARS, atomic_write, refuse_existing
+from bldgseg.vector_formats import output_format, write_frame
 
 __all__ = [
     "EMPTY_LAYER_GEOMETRY_TYPE",
@@ -30,6 +31,7 @@ __all__ = [
     "default_building_style",
     "errors_table",
     "read_layer",
+    "write_buildings",
     "write_cog",
     "write_gpkg",
     "write_styles",
@@ -120,6 +122,24 @@ def write_gpkg(
         if styles:
             write_styles(tmp, styles)
     return dest
+
+
+def write_buildings(
+    path: str | os.PathLike[str],
+    buildings: gpd.GeoDataFrame,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a ``buildings`` layer and attribute-only ``tables`` in the format ``path``'s extension names.
+
+    A GeoPackage is written by :func:`write_gpkg` (default style); GeoParquet and FlatGeobuf keep the tables
+    as metadata and sidecars (:mod:`bldgseg.vector_formats`; no QGIS style). Same checks and overwrite rule.
+    """
+    if output_format(path) == "gpkg":
+        return write_gpkg(path, {"buildings": buildings}, tables, overwrite=overwrite)
+    tables = dict(tables or {})
+    check_frames({"buildings": buildings}, tables)
+    return write_frame(Path(path), buildings, tables, overwrite=overwrite)
 
 
 def write_cog(

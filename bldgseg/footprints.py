@@ -1,4 +1,5 @@
-"""Reading building footprints (polygons with a CRS) from any OGR vector source, with one set of messages."""
+"""Reading building footprints (polygons with a CRS) from any OGR vector source or GeoParquet, with one set of
+messages."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyogrio
 import shapely
 
 from bldgseg.errors import InputError, one_line
+from bldgseg.geoparquet import require_pyarrow
 
 __all__ = ["POLYGON_TYPES", "choose_layer", "polygonal_part", "read_footprints", "spatial_layers"]
 
@@ -23,6 +25,8 @@ def spatial_layers(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     if path.is_dir():
         return []
+    if _geoparquet_without_gdal(path):
+        return [path.stem]  # one layer, named as GDAL's Parquet driver names it
     try:
         layers = pyogrio.list_layers(path)
     except pyogrio.errors.DataSourceError:
@@ -82,12 +86,15 @@ def read_footprints(
     if not path.exists():
         raise InputError(f"{path}: footprint file not found; check the path")
     chosen = choose_layer(path, layer, option, several=several)
-    try:
-        gdf = pyogrio.read_dataframe(path, layer=chosen, fid_as_index=fid_as_index)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(
-            f"{path.name}: cannot read footprints ({one_line(exc)}); check the file and {option}"
-        ) from exc
+    if _geoparquet_without_gdal(path):
+        gdf = _read_geoparquet(path, option)
+    else:
+        try:
+            gdf = pyogrio.read_dataframe(path, layer=chosen, fid_as_index=fid_as_index)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            raise InputError(
+                f"{path.name}: cannot read footprints ({one_line(exc)}); check the file and {option}"
+            ) from exc
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise InputError(f"{path.name}: layer {chosen!r} has no geometries; give a polygon layer with {option}")
     if gdf.crs is None:
@@ -100,6 +107,22 @@ def read_footprints(
     if gdf.empty and (rows or not allow_empty):
         raise InputError(f"{path.name}: no polygon footprints found; give a polygon layer ({option})")
     return gdf if fid_as_index else gdf.reset_index(drop=True)
+
+
+def _geoparquet_without_gdal(path: Path) -> bool:
+    """A ``.parquet`` file that this GDAL cannot read (no Parquet driver): geopandas reads it instead."""
+    return path.suffix.lower() == ".parquet" and "Parquet" not in pyogrio.list_drivers()
+
+
+def _read_geoparquet(path: Path, option: str) -> gpd.GeoDataFrame:
+    """A GeoParquet file through geopandas (pyarrow needed)."""
+    require_pyarrow(path.name, reading=True)
+    try:
+        return gpd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # not Parquet, no "geo" metadata...
+        raise InputError(
+            f"{path.name}: cannot read footprints ({one_line(exc)}); check the file and {option}"
+        ) from exc
 
 
 def _polygon_rows(gdf: gpd.GeoDataFrame, repair: bool) -> gpd.GeoDataFrame:

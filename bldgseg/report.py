@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bldgseg.io import SkippedInput, scan_inputs
+from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_inputs
 from bldgseg.models import ModelCard, resolve_checkpoint
+from bldgseg.mosaic import Mosaic, plan_mosaics
 from bldgseg.tiling import iter_windows, model_shape, plan_chunks
 
 
@@ -17,28 +18,47 @@ def describe_inputs(
     bands: tuple[int, int, int] | None = None,
     model: str = "aerial-buildings",
     chunk_size: int = 4096,
+    separate: bool = False,
 ) -> tuple[list[dict[str, Any]], list[SkippedInput]]:
-    """One row per usable raster (CRS, size, GSD, resampling to the model, windows, chunks) and the problems."""
+    """One row per raster a run would process (CRS, size, GSD, resampling to the model, windows, chunks) and
+    the problems. Files that touch on one pixel grid form one mosaic row (``file`` is the mosaic's name,
+    ``tiles`` its files) unless ``separate``; a single file's ``tiles`` is its own name."""
     card = ModelCard.from_json(resolve_checkpoint(model).with_suffix(".json"))
     infos, skipped = scan_inputs(inputs, glob=glob, bands=bands)
+    mosaics = [] if separate else plan_mosaics(infos, Path("."))
+    first_tile = {m.tiles[0].path: m for m in mosaics}
+    in_mosaic = {t.path for m in mosaics for t in m.tiles}
     rows = []
     for info in infos:
-        scale = info.gsd_m / card.gsd_m
-        h, w = model_shape((info.height, info.width), scale)
-        windows = len(
-            iter_windows(max(h, card.tile_size), max(w, card.tile_size), card.tile_size, card.overlap)
-        )
-        rows.append(
-            {
-                "file": info.path.name,
-                "crs": info.crs.to_string(),
-                "size": f"{info.width}x{info.height}",
-                "gsd_m": f"{info.gsd_m:.3f}",
-                "bands": ",".join(map(str, info.bands)),
-                "dtype": info.dtype + (" (stretched)" if info.stretch else ""),
-                "resample": "none" if abs(scale - 1) < 0.02 else f"size x{scale:.2f} to {card.gsd_m:g} m",
-                "windows": windows,
-                "chunks": len(plan_chunks(info.height, info.width, chunk_size, 0)),
-            }
-        )
+        if info.path in first_tile:
+            rows.append(_mosaic_row(first_tile[info.path], info, card, chunk_size))
+        elif info.path not in in_mosaic:
+            row = _row(info.path.name, info, info.width, info.height, info.gsd_m, card, chunk_size)
+            rows.append({**row, "tiles": [info.path.name]})
     return rows, skipped
+
+
+def _mosaic_row(mosaic: Mosaic, first: RasterInfo, card: ModelCard, chunk_size: int) -> dict[str, Any]:
+    """The row of a mosaic: its size, and the GSD at its centre (as a run measures it on the VRT)."""
+    gsd = ground_sample_distance(mosaic.crs, mosaic.transform, mosaic.width, mosaic.height, name=mosaic.name)
+    row = _row(mosaic.name, first, mosaic.width, mosaic.height, gsd, card, chunk_size)
+    return {**row, "tiles": [t.path.name for t in mosaic.tiles]}
+
+
+def _row(
+    name: str, info: RasterInfo, width: int, height: int, gsd_m: float, card: ModelCard, chunk_size: int
+) -> dict[str, Any]:
+    scale = gsd_m / card.gsd_m
+    h, w = model_shape((height, width), scale)
+    windows = len(iter_windows(max(h, card.tile_size), max(w, card.tile_size), card.tile_size, card.overlap))
+    return {
+        "file": name,
+        "crs": info.crs.to_string(),
+        "size": f"{width}x{height}",
+        "gsd_m": f"{gsd_m:.3f}",
+        "bands": ",".join(map(str, info.bands)),
+        "dtype": info.dtype + (" (stretched)" if info.stretch else ""),
+        "resample": "none" if abs(scale - 1) < 0.02 else f"size x{scale:.2f} to {card.gsd_m:g} m",
+        "windows": windows,
+        "chunks": len(plan_chunks(height, width, chunk_size, 0)),
+    }

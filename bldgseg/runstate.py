@@ -6,12 +6,14 @@ Layout::
     RUN_DIR/parts/<uid>.gpkg       a finished unit: layer ``buildings`` (source CRS) and table ``unit`` (one row)
     RUN_DIR/parts/<uid>.prob.tif   its probability core (uint8, x255), only when probability maps are kept
     RUN_DIR/parts/<uid>.error.json a unit that failed (bad pixels...): retried by the next ``--resume``
+    RUN_DIR/mosaics/<name>.vrt     the VRT of each mosaic of touching input files (see :mod:`bldgseg.mosaic`)
 
 Workers write parts themselves (to a hidden temporary name, then ``os.replace``), so a part is either complete or
 absent, and a unit that is run twice (a worker presumed dead, a resumed run) just replaces its part with an
 identical one. The ``.gpkg`` is written last: it is the unit's "done" marker. The client only reads the
 manifest and the parts' small ``unit`` tables until the final merge, which streams parts into the output
-GeoPackage's temporary file and renames it into place (see :mod:`bldgseg.export`).
+GeoPackage's temporary file and renames it into place (see :mod:`bldgseg.export`); GeoParquet and FlatGeobuf
+outputs are converted from such a GeoPackage (see :mod:`bldgseg.vector_formats`).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from bldgseg.export import (
     write_styles,
 )
 from bldgseg.files import GPKG_SIDECARS, atomic_replace, atomic_write, refuse_existing
+from bldgseg.vector_formats import convert_layer, output_format, refuse_existing_outputs
 
 __all__ = [
     "MANIFEST",
+    "MOSAICS",
     "RunDir",
     "UnitRecord",
     "config_hash",
@@ -58,6 +62,8 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 PARTS = "parts"
+#: Sub-folder of the run directory holding the mosaics' VRTs.
+MOSAICS = "mosaics"
 FORMAT = 1
 _SQLITE_LOCK = threading.Lock()
 #: Rows written per call while merging parts into the output (bounds the client's memory).
@@ -272,6 +278,7 @@ class RunDir:
                         "or --overwrite to start again"
                     )
                 shutil.rmtree(rundir.parts, ignore_errors=True)
+                shutil.rmtree(rundir.path / MOSAICS, ignore_errors=True)
                 manifest_path.unlink(missing_ok=True)
             rundir.manifest = {
                 "format": FORMAT,
@@ -375,19 +382,57 @@ def merge_buildings(
     *,
     overwrite: bool,
     multi: bool = False,
+    staging: Path | None = None,
+    source_image: str | None = None,
 ) -> int:
-    """Stream the ``buildings`` of ``parts`` (in order) into the GeoPackage ``dest``, atomically.
+    """Stream the ``buildings`` of ``parts`` (in order) into ``dest``, atomically, in the format its extension
+    names (:mod:`bldgseg.vector_formats`).
+
+    With ``source_image``, only the buildings whose ``source_image`` is that are written (one tile of a mosaic).
 
     Each part is reprojected to ``crs``; at most :data:`MERGE_BATCH_ROWS` rows are held at once. ``empty`` is
     the (column-ordered, empty) frame written when no part has a building; ``tables`` are attribute-only tables
-    written after the layer; the QGIS style is stored as by :func:`bldgseg.export.write_gpkg`. Returns the
-    number of buildings written.
+    written after the layer (kept as metadata and sidecars by GeoParquet and FlatGeobuf); a GeoPackage gets
+    the QGIS style as from :func:`bldgseg.export.write_gpkg`. GeoParquet and FlatGeobuf are converted from a
+    temporary GeoPackage in the folder ``staging`` (default: next to ``dest``), removed afterwards. Returns
+    the number of buildings written.
     """
+    dest = Path(dest)
     check_frames({"buildings": empty}, tables)
-    refuse_existing(dest, overwrite, label=dest.name, file=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if output_format(dest) == "gpkg":
+        refuse_existing(dest, overwrite, label=dest.name, file=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _merge_gpkg(
+            dest, parts, crs, empty, tables, overwrite=overwrite, multi=multi, final=True, source_image=source_image
+        )
+    refuse_existing_outputs(dest, overwrite, label=dest.name)
+    stage = Path(staging if staging is not None else dest.parent) / f".{dest.name}.merge.gpkg"
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written = _merge_gpkg(
+            stage, parts, crs, empty, {}, overwrite=True, multi=multi, final=False, source_image=source_image
+        )
+        convert_layer(stage, dest, tables, overwrite=overwrite)
+    finally:
+        stage.unlink(missing_ok=True)
+    return written
+
+
+def _merge_gpkg(
+    dest: Path,
+    parts: Sequence[Path],
+    crs: Any,
+    empty: gpd.GeoDataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    overwrite: bool,
+    multi: bool,
+    final: bool,
+    source_image: str | None = None,
+) -> int:
+    """The GeoPackage merge; a non-``final`` one (to be converted) gets no spatial index and no style."""
     with atomic_write(dest, ".gpkg", overwrite=overwrite, sidecars=GPKG_SIDECARS) as tmp:
-        written = _stream_parts(tmp, parts, crs, list(empty.columns), multi)
+        written = _stream_parts(tmp, parts, crs, list(empty.columns), multi, source_image, spatial_index=final)
         if not written:  # no building at all: an empty layer with every column
             geometry_type = "MultiPolygon" if multi else empty.attrs.get("geometry_type", "Polygon")
             pyogrio.write_dataframe(
@@ -400,11 +445,20 @@ def merge_buildings(
             )
         for name, table in tables.items():
             pyogrio.write_dataframe(table, tmp, driver="GPKG", layer=name, append=False)
-        write_styles(tmp, {"buildings": default_building_style()})
+        if final:
+            write_styles(tmp, {"buildings": default_building_style()})
     return written
 
 
-def _stream_parts(gpkg: Path, parts: Sequence[Path], crs: Any, columns: list[str], multi: bool) -> int:
+def _stream_parts(
+    gpkg: Path,
+    parts: Sequence[Path],
+    crs: Any,
+    columns: list[str],
+    multi: bool,
+    source_image: str | None = None,
+    spatial_index: bool = True,
+) -> int:
     """Append the parts' buildings (reprojected to ``crs``, ``columns`` in order) to layer ``buildings`` of
     ``gpkg`` in batches of about :data:`MERGE_BATCH_ROWS` rows; returns how many were written."""
     written = 0
@@ -415,6 +469,8 @@ def _stream_parts(gpkg: Path, parts: Sequence[Path], crs: Any, columns: list[str
         kwargs: dict[str, Any] = {"driver": "GPKG", "layer": "buildings"}
         if written == 0:
             kwargs["dataset_options"] = {"VERSION": GPKG_VERSION}
+            if not spatial_index:
+                kwargs["layer_options"] = {"SPATIAL_INDEX": "NO"}
         else:
             kwargs["append"] = True
         if multi:
@@ -428,6 +484,8 @@ def _stream_parts(gpkg: Path, parts: Sequence[Path], crs: Any, columns: list[str
     rows = 0
     for part in parts:
         frame = pyogrio.read_dataframe(part, layer="buildings")
+        if source_image is not None and len(frame):
+            frame = frame[(frame["source_image"] == source_image).to_numpy()]
         if not len(frame):
             continue
         pending.append(frame.to_crs(crs)[columns])

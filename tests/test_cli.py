@@ -192,3 +192,33 @@ def test_street_model_is_refused_for_aerial_runs(tmp_path):
     image = write_rgb(tmp_path / "a.tif", scene(64, 64, []))
     result = runner.invoke(app, ["run", str(image), "-o", str(tmp_path / "o.gpkg"), "--model", "facade"])
     assert result.exit_code == 4 and "bldgseg street" in result.output
+
+
+def test_run_writes_geoparquet_and_per_image_flatgeobuf(tmp_path, red_roof_model):
+    pytest.importorskip("pyarrow")
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    common = [str(image), "--model", str(red_roof_model), "--device", "cpu"]
+    result = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "b.parquet")])
+    assert result.exit_code == 0, result.output
+    assert len(gpd.read_parquet(tmp_path / "b.parquet")) == 1 and (tmp_path / "b.errors.csv").exists()
+    result = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "per"), "--per-image", "--format", "fgb"])
+    assert result.exit_code == 0, result.output
+    assert len(pyogrio.read_dataframe(tmp_path / "per" / "a.fgb")) == 1
+    result = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "b.shp")])
+    assert result.exit_code == 2 and "unknown output format .shp" in result.output
+
+
+def test_vectorize_writes_flatgeobuf(tmp_path):
+    image = tmp_path / "mask.tif"
+    with rasterio.open(
+        image, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32636",
+        transform=rasterio.transform.from_origin(500000, 100000, 0.3, 0.3),
+    ) as ds:
+        data = np.zeros((64, 64), np.uint8)
+        data[10:30, 10:40] = 1
+        ds.write(data, 1)
+    result = runner.invoke(app, ["vectorize", str(image), "-o", str(tmp_path / "v.fgb"), "--simplify", "0"])
+    assert result.exit_code == 0, result.output
+    gdf = pyogrio.read_dataframe(tmp_path / "v.fgb")
+    assert gdf.area_m2.round(2).tolist() == [pytest.approx(600 * 0.09)]
+    assert (tmp_path / "v.run.json").exists()

@@ -312,6 +312,40 @@ def test_local_and_distributed_runs_write_the_same_geopackage(tmp_path, red_roof
     assert not (tmp_path / ".remote.gpkg.run").exists()  # implicit run directory removed after success
 
 
+def test_mosaic_of_tiles_on_the_cluster_matches_the_local_run(tmp_path, red_roof_model, cluster):
+    # four 256-px tiles; the big roof lies across their common corner, others cross the 128-px chunk seams
+    boxes = [*grid_boxes(512, 120, 140), (230, 240, 290, 300)]
+    image = scene(512, 512, boxes)
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for r in (0, 256):
+        for c in (0, 256):
+            transform = from_origin(500000.0 + c * 0.3, 100000.0 - r * 0.3, 0.3, 0.3)
+            write_rgb(folder / f"t{r}_{c}.tif", image[:, r : r + 256, c : c + 256], transform=transform)
+    common = dict(chunk_size=128, max_building_size_m=20.0)
+    run(config(tmp_path, red_roof_model, [folder], "local.gpkg", save_masks=tmp_path / "m_local", **common))
+    remote = run(
+        config(
+            tmp_path,
+            red_roof_model,
+            [folder],
+            "remote.gpkg",
+            scheduler=cluster.address,
+            save_masks=tmp_path / "m_remote",
+            **common,
+        )
+    )
+    assert remote.metadata["units"] == 16 and remote.metadata["units_failed"] == 0
+    assert len(json.loads(remote.metadata["mosaics"])) == 1
+    assert_same_buildings(tmp_path / "local.gpkg", tmp_path / "remote.gpkg")  # source_image included
+    assert_every_box_once(tmp_path / "remote.gpkg", boxes)
+    name = "mosaic_t0_0_4tiles.probability.tif"
+    with rasterio.open(tmp_path / "m_local" / name) as a, rasterio.open(tmp_path / "m_remote" / name) as b:
+        assert np.array_equal(a.read(1), b.read(1)) and (b.width, b.height) == (512, 512)
+    tiles = {f"t{r}_{c}.tif" for r in (0, 256) for c in (0, 256)}
+    assert {Path(p).name for p in remote.buildings.source_image} == tiles
+
+
 def test_local_cluster_of_worker_processes_gives_the_same_result(tmp_path, red_roof_model):
     image = write_rgb(tmp_path / "a.tif", scene(256, 256, grid_boxes(256)))
     common = dict(chunk_size=128, max_building_size_m=10.0)
@@ -327,8 +361,10 @@ def test_local_cluster_of_worker_processes_gives_the_same_result(tmp_path, red_r
 def test_bad_files_are_listed_in_errors_and_never_stop_the_run(tmp_path, red_roof_model, cluster):
     folder = tmp_path / "in"
     folder.mkdir()
-    write_rgb(folder / "good_a.tif", scene(128, 128, [(10, 10, 30, 40), (70, 70, 100, 90)]))
-    write_rgb(folder / "good_b.tif", scene(128, 128, [(20, 20, 50, 50)]))
+    # apart from each other and from corrupt_tile.tif (touching files would form one mosaic)
+    apart = [from_origin(500000.0 - 1000.0 * k, 100000.0, 0.3, 0.3) for k in (1, 2)]
+    write_rgb(folder / "good_a.tif", scene(128, 128, [(10, 10, 30, 40), (70, 70, 100, 90)]), transform=apart[0])
+    write_rgb(folder / "good_b.tif", scene(128, 128, [(20, 20, 50, 50)]), transform=apart[1])
     write_rgb(folder / "other_zone.tif", scene(128, 128, [(20, 20, 50, 50)]), crs="EPSG:32637")
     (folder / "garbage.tif").write_bytes(b"not a tiff at all")
     with rasterio.open(

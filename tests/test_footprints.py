@@ -71,3 +71,15 @@ def test_empty_layer(tmp_path: Path) -> None:
     assert read_footprints(path, allow_empty=True).empty
     with pytest.raises(InputError, match="no polygon footprints"):
         read_footprints(path)
+
+
+def test_geoparquet_is_read_even_without_gdal_parquet_driver(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    gdf = gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=[box(0, 0, 1, 1), Point(5, 5)], crs=32636)
+    gdf.to_parquet(tmp_path / "fp.parquet")
+    assert spatial_layers(tmp_path / "fp.parquet") == ["fp"]
+    back = read_footprints(tmp_path / "fp.parquet")
+    assert back.name.tolist() == ["a"] and back.crs.to_epsg() == 32636
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="bad.parquet: cannot read footprints"):
+        read_footprints(tmp_path / "bad.parquet")

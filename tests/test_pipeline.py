@@ -110,7 +110,7 @@ def test_probability_maps_are_saved_as_cogs(tmp_path, red_roof_model):
 def test_per_image_outputs(tmp_path, red_roof_model):
     a = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
     b = write_rgb(tmp_path / "b.tif", scene(64, 64, [(10, 10, 20, 20), (40, 40, 50, 50)]))
-    cfg = config(tmp_path, red_roof_model, [a, b], per_image=True)
+    cfg = config(tmp_path, red_roof_model, [a, b], per_image=True, separate=True)  # same place: no mosaic
     cfg.output = tmp_path / "per"
     run(cfg)
     assert len(pyogrio.read_dataframe(tmp_path / "per" / "a.gpkg", layer="buildings")) == 1

@@ -9,6 +9,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 import pytest
+from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from bldgseg.errors import InputError, OutputExistsError
@@ -148,7 +149,8 @@ def test_mixed_crs_in_one_folder(tmp_path, red_roof_model):
     folder = tmp_path / "tiles"
     folder.mkdir()
     write_rgb(folder / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
-    write_rgb(folder / "b.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    beside_a = from_origin(500000.0 + 64 * 0.3, 100000.0, 0.3, 0.3)  # a and b form one mosaic
+    write_rgb(folder / "b.tif", scene(64, 64, [(10, 10, 30, 30)]), transform=beside_a)
     write_rgb(folder / "c.tif", scene(64, 64, [(10, 10, 30, 30)]), crs="EPSG:32637")
     result = run(config(tmp_path, red_roof_model, [folder]))
     assert [e.path.name for e in result.errors] == ["c.tif"]

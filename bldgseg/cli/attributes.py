@@ -16,7 +16,7 @@ __all__ = ["attributes"]
 def attributes(
     footprints: Annotated[Path, typer.Argument(help="Existing footprints in any OGR format.")],
     images: Annotated[list[Path], typer.Argument(help="Imagery to measure colour and texture from.")],
-    output: Annotated[Path, output_option("Output GeoPackage.")],
+    output: Annotated[Path, output_option("Output .gpkg, .parquet or .fgb.")],
     layer: Annotated[str | None, typer.Option("--layer", help="Layer of FOOTPRINTS to read.")] = None,
     ndsm: Annotated[Path | None, elevation_option("ndsm")] = None,
     dsm: Annotated[Path | None, elevation_option("dsm")] = None,

@@ -8,11 +8,11 @@ import typer
 from rich.table import Table
 
 from bldgseg.cli.common import call, parse_bands, report_skipped, wide_console
-from bldgseg.cli.options import BandsOpt, GlobOpt, InputsArg, ModelOpt, chunk_size_option
+from bldgseg.cli.options import BandsOpt, GlobOpt, InputsArg, ModelOpt, SeparateOpt, chunk_size_option
 
 __all__ = ["card_summary", "info", "models"]
 
-INFO_COLUMNS = ("file", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
+INFO_COLUMNS = ("file", "files", "crs", "size", "gsd_m", "bands", "dtype", "resample", "windows", "chunks")
 
 
 def card_summary(metrics: dict) -> str:
@@ -59,20 +59,35 @@ def info(
     bands: BandsOpt = None,
     model: ModelOpt = "aerial-buildings",
     chunk_size: Annotated[int, chunk_size_option()] = 4096,
+    separate: SeparateOpt = False,
 ) -> None:
-    """Describe inputs before a long run: CRS, GSD, bands, windows to process, problems found."""
+    """Describe inputs before a long run: mosaics of touching files, CRS, GSD, bands, windows, problems found."""
     from bldgseg.report import describe_inputs
 
     rows, skipped = call(
-        describe_inputs, inputs, glob=glob, bands=parse_bands(bands), model=model, chunk_size=chunk_size
+        describe_inputs,
+        inputs,
+        glob=glob,
+        bands=parse_bands(bands),
+        model=model,
+        chunk_size=chunk_size,
+        separate=separate,
     )
-    table = Table(title=f"{len(rows)} usable raster(s), {len(skipped)} problem(s)")
-    table.add_column("file", no_wrap=True)
-    for column in ("CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
+    files = sum(len(row["tiles"]) for row in rows)
+    table = Table(title=f"{len(rows)} raster(s) to process from {files} usable file(s), {len(skipped)} problem(s)")
+    table.add_column("raster", no_wrap=True)
+    for column in ("files", "CRS", "size", "GSD (m)", "bands", "dtype", "resample", "windows", "chunks"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*[str(row[key]) for key in INFO_COLUMNS])
+        table.add_row(*[str(len(row["tiles"]) if key == "files" else row[key]) for key in INFO_COLUMNS])
     wide_console().print(table)
+    for row in rows:
+        if len(row["tiles"]) > 1:
+            wide_console().print(
+                f"[bold]{row['file']}[/] ({row['size']} px, {len(row['tiles'])} files): {', '.join(row['tiles'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
     report_skipped(skipped)
     if not rows:
         raise typer.Exit(2)

@@ -107,6 +107,10 @@ InputsArg = Annotated[list[Path], typer.Argument(help="GeoTIFF/VRT files or fold
 ModelOpt = Annotated[str, model_option()]
 GlobOpt = Annotated[str, typer.Option("--glob", help="File pattern when an input is a folder.")]
 BandsOpt = Annotated[str | None, typer.Option("--bands", help="Bands to read as RGB, 1-based, e.g. 3,2,1.")]
+SeparateOpt = Annotated[
+    bool,
+    typer.Option("--separate", help="Every file on its own: touching files are not read as one mosaic."),
+]
 DeviceOpt = Annotated[str, device_option()]
 BatchSizeOpt = Annotated[int, batch_size_option()]
 OverwriteOpt = Annotated[bool, overwrite_option()]

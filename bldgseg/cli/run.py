@@ -22,6 +22,7 @@ from bldgseg.cli.options import (
     ResumeRunOpt,
     RunDirOpt,
     SchedulerOpt,
+    SeparateOpt,
     SlurmAccountOpt,
     SlurmCoresOpt,
     SlurmDirectiveOpt,
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 
 __all__ = ["build_run_config", "predict", "report_run", "run", "vectorize"]
 
-RunOutputOpt = Annotated[Path, output_option("Output GeoPackage (or folder with --per-image).")]
+RunOutputOpt = Annotated[
+    Path, output_option("Output .gpkg, .parquet (GeoParquet) or .fgb (FlatGeobuf); a folder with --per-image.")
+]
 RunTtaOpt = Annotated[bool, tta_option("Average over flips (4x slower, smoother).")]
 RunThresholdOpt = Annotated[float | None, threshold_option("Probability cut (default: card's).")]
 TileSizeOpt = Annotated[int | None, typer.Option("--tile-size", help="Model window in pixels.")]
@@ -114,9 +117,13 @@ RunDsmOpt = Annotated[Path | None, elevation_option("dsm", "DSM raster (with --d
 RunDtmOpt = Annotated[Path | None, elevation_option("dtm", "DTM raster (with --dsm).")]
 NoTextureOpt = Annotated[bool, typer.Option("--no-texture", help="Skip texture and colour attributes.")]
 SaveMasksOpt = Annotated[
-    Path | None, typer.Option("--save-masks", help="Folder for probability maps (COG) per input.")
+    Path | None, typer.Option("--save-masks", help="Folder for probability maps (COG) per input or mosaic.")
 ]
-PerImageOpt = Annotated[bool, typer.Option("--per-image", help="One GeoPackage per input in folder -o.")]
+PerImageOpt = Annotated[bool, typer.Option("--per-image", help="One output file per input in folder -o.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="gpkg, parquet or fgb: the --per-image files' format (default gpkg)."),
+]
 CrsOpt = Annotated[str | None, typer.Option("--crs", help="Output CRS (default: the inputs' CRS).")]
 
 #: ``run`` flags that are ``RunConfig`` fields of the same name and value.
@@ -141,8 +148,10 @@ RUN_CONFIG_FLAGS = (
     "dtm",
     "save_masks",
     "per_image",
+    "output_format",
     "overwrite",
     "crs",
+    "separate",
 )
 
 
@@ -174,6 +183,8 @@ def run(
     no_texture: NoTextureOpt = False,
     save_masks: SaveMasksOpt = None,
     per_image: PerImageOpt = False,
+    output_format: FormatOpt = None,
+    separate: SeparateOpt = False,
     crs: CrsOpt = None,
     scheduler: SchedulerOpt = None,
     threads: ThreadsOpt = 1,
@@ -194,7 +205,7 @@ def run(
     preload: PreloadOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Segment buildings in INPUTS and write polygons with attributes to a GeoPackage."""
+    """Segment buildings in INPUTS and write polygons with attributes to a GeoPackage (or GeoParquet, FlatGeobuf)."""
     flags = dict(locals())  # the parameters by name: nothing else is defined yet
     executor = ExecutorOptions.from_flags(flags)
     if executor.print_job_script:
@@ -253,9 +264,10 @@ def predict(
     batch_size: Annotated[int, batch_size_option(help=None)] = 8,
     tta: Annotated[bool, tta_option("Average over flips.")] = False,
     threads: Annotated[int, threads_option()] = 1,
+    separate: SeparateOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write a building-probability Cloud-Optimized GeoTIFF per input (no polygons)."""
+    """Write a building-probability Cloud-Optimized GeoTIFF per input or mosaic of touching inputs (no polygons)."""
     from bldgseg.pipeline import RunConfig, predict_rasters
 
     config = RunConfig(
@@ -270,6 +282,7 @@ def predict(
         save_masks=output,
         overwrite=overwrite,
         threads=threads,
+        separate=separate,
     )
     with progress_bar() as update:
         written, skipped = call(predict_rasters, config, progress=update)
@@ -279,7 +292,7 @@ def predict(
 
 def vectorize(
     masks: Annotated[list[Path], typer.Argument(help="Mask or probability rasters (1 band).")],
-    output: Annotated[Path, output_option("Output GeoPackage.")],
+    output: Annotated[Path, output_option("Output .gpkg, .parquet or .fgb.")],
     threshold: Annotated[float, threshold_option("Cut for probability rasters.", min=None, max=None)] = 0.5,
     min_area: Annotated[float, min_area_option("m²")] = DEFAULT_MIN_AREA_M2,
     simplify: Annotated[float, simplify_option("metres")] = 0.2,

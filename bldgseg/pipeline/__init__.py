@@ -9,7 +9,13 @@ from bldgseg.pipeline.config import (
     unit_settings,
     use_instances,
 )
-from bldgseg.pipeline.execute import describe_failure, execute_units, load_preloads, prepare_run_dir
+from bldgseg.pipeline.execute import (
+    describe_failure,
+    execute_units,
+    load_preloads,
+    prepare_run_dir,
+    run_dir_path,
+)
 from bldgseg.pipeline.jobs import CLIENT_GDAL_CACHE_MB, predict_rasters, run
 from bldgseg.pipeline.outputs import (
     BUILDING_COLUMNS,
@@ -23,14 +29,17 @@ from bldgseg.pipeline.outputs import (
     per_image_targets,
     run_metadata,
     unique_stems,
+    units_by_image,
     write_outputs,
     write_probability_maps,
 )
 from bldgseg.pipeline.plan import (
+    RasterPlan,
     WorkUnit,
     gdal_cache_mb,
     halo_pixels,
     output_crs,
+    plan_rasters,
     plan_units,
     split_mixed_crs,
 )
@@ -52,6 +61,7 @@ __all__ = [
     "CLIENT_GDAL_CACHE_MB",
     "ERROR_COLUMNS",
     "ProgressFn",
+    "RasterPlan",
     "RunConfig",
     "RunError",
     "RunResult",
@@ -74,6 +84,7 @@ __all__ = [
     "output_crs",
     "owned_by_core",
     "per_image_targets",
+    "plan_rasters",
     "plan_units",
     "predict_chunk",
     "predict_rasters",
@@ -82,10 +93,12 @@ __all__ = [
     "require_aerial_card",
     "result_settings",
     "run",
+    "run_dir_path",
     "run_metadata",
     "run_unit",
     "split_mixed_crs",
     "unique_stems",
+    "units_by_image",
     "unit_settings",
     "use_instances",
     "worker_device",

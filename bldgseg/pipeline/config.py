@@ -48,6 +48,9 @@ class RunConfig:
     texture: bool = True
     save_masks: Path | None = None
     per_image: bool = False
+    #: "gpkg", "parquet" or "fgb": the format of ``per_image`` outputs (default gpkg); for one output file its
+    #: extension decides, and this, when given, must agree with it.
+    output_format: str | None = None
     overwrite: bool = False
     crs: str | None = None
     scheduler: str | None = None
@@ -66,6 +69,8 @@ class RunConfig:
     #: Separate touching buildings with the model's instance head; None: when the model card's head is
     #: "instance". False runs an instance model's semantic channel alone (as a semantic model would).
     instances: bool | None = None
+    #: Every file on its own, as before mosaics: touching files are not read as one mosaic (``--separate``).
+    separate: bool = False
 
 
 @dataclass
@@ -200,6 +205,7 @@ RUN_CONFIG_UNHASHED: dict[str, str] = {
     "batch_size": "changes speed and memory, not the predictions",
     "save_masks": "parts lacking a probability map are re-run when one is needed (RunDir.finished)",
     "per_image": "only how the parts are merged",
+    "output_format": "only how the parts are merged",
     "overwrite": "only whether existing outputs may be replaced",
     "crs": "parts are kept in their raster's CRS; the output CRS is applied when merging",
     "scheduler": "the executor",

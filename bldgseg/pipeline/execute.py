@@ -8,7 +8,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.inference import resolve_device
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
+from bldgseg.mosaic import Mosaic
 from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
@@ -25,10 +26,15 @@ from bldgseg.progress import ProgressFn
 from bldgseg.runstate import RunDir, UnitRecord, write_error_part
 
 
+def run_dir_path(config: RunConfig, default: Path) -> Path:
+    """Where the run directory is: ``config.run_dir``, else ``default`` (absolute)."""
+    return Path(config.run_dir if config.run_dir is not None else default).resolve()
+
+
 def prepare_run_dir(config: RunConfig, settings: UnitSettings, card: ModelCard, default: Path) -> RunDir:
     """The run directory: ``config.run_dir`` (kept), or ``default`` (hidden, removed after a successful run)."""
     explicit = config.run_dir is not None
-    path = Path(config.run_dir if explicit else default).resolve()
+    path = run_dir_path(config, default)
     if config.resume and not explicit:
         raise InputError("--resume needs the run directory to continue; pass --resume RUN_DIR")
     values = result_settings(config, settings, card)
@@ -52,8 +58,14 @@ def execute_units(
     infos: list[RasterInfo],
     rundir: RunDir,
     progress: ProgressFn | None,
+    mosaics: Mapping[Path, Mosaic] | None = None,
 ) -> dict[str, Any]:
-    """Run the units that have no finished part yet; every outcome lands in ``rundir`` as it arrives."""
+    """Run the units that have no finished part yet; every outcome lands in ``rundir`` as it arrives.
+
+    ``infos`` are the rasters processed; those that are ``mosaics`` (by VRT path) list their tiles in the
+    manifest, and workers must see the tiles too.
+    """
+    mosaics = mosaics or {}
     done = rundir.finished([u.uid for u in units], need_probability=settings.keep_probability)
     todo = [u for u in units if u.uid not in done]
     remote = bool(config.scheduler or config.workers or config.cluster)
@@ -63,13 +75,13 @@ def execute_units(
     with _open_executor(config, todo) as executor:
         t_ready = time.perf_counter()
         rundir.start_session(
-            [_input_entry(i) for i in infos],
+            [_input_entry(i, mosaics.get(i.path)) for i in infos],
             [_unit_entry(u) for u in units],
             len(done),
             executor.description,
         )
         if executor.remote and todo:
-            executor.check_paths(_paths_workers_need(settings, infos, rundir))
+            executor.check_paths(_paths_workers_need(settings, infos, rundir, mosaics))
         settings = replace(settings, torch_threads=executor.torch_threads)
         completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
         t_done = time.perf_counter()
@@ -154,22 +166,30 @@ def describe_failure(exc: BaseException) -> str:
     return one_line(exc)
 
 
-def _paths_workers_need(settings: UnitSettings, infos: list[RasterInfo], rundir: RunDir) -> list[str]:
+def _paths_workers_need(
+    settings: UnitSettings, infos: list[RasterInfo], rundir: RunDir, mosaics: Mapping[Path, Mosaic]
+) -> list[str]:
     paths = [str(i.path) for i in infos] + [str(rundir.parts)]
+    paths += [str(t.path) for m in mosaics.values() for t in m.tiles]
     if Path(settings.model).exists():
         paths.append(settings.model)
     paths += [str(p) for p in (settings.ndsm, settings.dsm, settings.dtm) if p is not None]
     return paths
 
 
-def _input_entry(info: RasterInfo) -> dict[str, Any]:
-    return {
+def _input_entry(info: RasterInfo, mosaic: Mosaic | None = None) -> dict[str, Any]:
+    """A raster in the manifest; a mosaic with the identity (path, size, mtime) of each tile."""
+    entry: dict[str, Any] = {
         "path": str(info.path),
         "identity": file_identity(info.path),
         "crs": info.crs.to_string(),
         "width": info.width,
         "height": info.height,
     }
+    if mosaic is not None:
+        entry["mosaic"] = mosaic.name
+        entry["tiles"] = [{"path": str(t.path), "identity": file_identity(t.path)} for t in mosaic.tiles]
+    return entry
 
 
 def _unit_entry(unit: WorkUnit) -> dict[str, Any]:

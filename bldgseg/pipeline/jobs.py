@@ -1,6 +1,8 @@
 """The jobs: ``run`` (rasters to GeoPackages of buildings) and ``predict_rasters`` (probability COGs only).
 
-A work unit is one chunk (core + halo) of one raster. Each unit runs on an executor (local threads by default,
+Files that touch on one pixel grid are first grouped into mosaics (:mod:`bldgseg.mosaic`, a VRT per group in the
+run directory) unless ``separate``; a mosaic is one raster to everything after that. A work unit is one chunk
+(core + halo) of one raster. Each unit runs on an executor (local threads by default,
 a LocalCluster of processes with ``workers``, an existing Dask cluster with ``scheduler``, SLURM with
 ``cluster="slurm"``, see :mod:`bldgseg.executors`), which predicts, vectorizes and measures it and writes the
 buildings it owns as a part file in the run directory (:mod:`bldgseg.runstate`). Only small records travel
@@ -10,8 +12,9 @@ back to the client. When every unit is done the parts are merged, in unit order,
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,11 @@ import rasterio
 from bldgseg.errors import InputError
 from bldgseg.executors import check_executor_options
 from bldgseg.files import refuse_existing_any
-from bldgseg.io import RasterInfo, SkippedInput, scan_inputs
+from bldgseg.io import RasterInfo, SkippedInput, open_raster_info, scan_inputs
 from bldgseg.models import ModelCard
+from bldgseg.mosaic import Mosaic, write_vrt
 from bldgseg.pipeline.config import RunConfig, UnitSettings, unit_settings
-from bldgseg.pipeline.execute import execute_units, load_preloads, prepare_run_dir
+from bldgseg.pipeline.execute import execute_units, load_preloads, prepare_run_dir, run_dir_path
 from bldgseg.pipeline.outputs import (
     RunError,
     RunResult,
@@ -34,7 +38,15 @@ from bldgseg.pipeline.outputs import (
     write_outputs,
     write_probability_maps,
 )
-from bldgseg.pipeline.plan import WorkUnit, gdal_cache_mb, output_crs, plan_units, split_mixed_crs
+from bldgseg.pipeline.plan import (
+    RasterPlan,
+    WorkUnit,
+    gdal_cache_mb,
+    output_crs,
+    plan_rasters,
+    plan_units,
+    split_mixed_crs,
+)
 from bldgseg.progress import ProgressFn
 from bldgseg.runstate import RunDir, UnitRecord
 
@@ -54,6 +66,9 @@ class Execution:
     stats: dict[str, Any]
     finished: dict[str, UnitRecord]
     failed: dict[str, UnitRecord]
+    #: What was processed: single files and mosaic VRTs, in order.
+    rasters: list[RasterInfo] = field(default_factory=list)
+    mosaics: dict[Path, Mosaic] = field(default_factory=dict)
 
     def close(self, outputs: str | list[str]) -> None:
         """Record the session's end, and remove a temporary run directory (the job is complete)."""
@@ -80,42 +95,56 @@ def _client_gdal_cache() -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=CLIENT_GDAL_CACHE_MB * 2**20)
 
 
-def _scan(config: RunConfig) -> tuple[list[RasterInfo], list[SkippedInput]]:
-    """Import the preloaded modules, then find and check the input rasters."""
+def _scan(config: RunConfig, run_dir: Path) -> tuple[list[RasterInfo], list[SkippedInput]]:
+    """Import the preloaded modules, then find and check the input rasters (none from the run directory)."""
     load_preloads(config.preload)
-    return scan_inputs(config.inputs, glob=config.glob, bands=config.bands)
+    infos, skipped = scan_inputs(config.inputs, glob=config.glob, bands=config.bands)
+    return [i for i in infos if not i.path.is_relative_to(run_dir)], skipped
+
+
+def _open_rasters(plan: RasterPlan) -> list[RasterInfo]:
+    """The rasters to process, each mosaic's VRT written (unless unchanged) and opened."""
+    by_path = {i.path: i for i in plan.infos}
+    mosaics = {m.path: m for m in plan.mosaics}
+    rasters = []
+    for path in plan.paths:
+        if path in mosaics:
+            rasters.append(open_raster_info(write_vrt(mosaics[path]), mosaics[path].bands))
+        else:
+            rasters.append(by_path[path])
+    return rasters
 
 
 def _execute(
     config: RunConfig,
-    infos: list[RasterInfo],
+    plan: RasterPlan,
     vectorize: bool,
     default_run_dir: Path,
     progress: ProgressFn | None,
 ) -> Execution:
-    """The middle of every job: settings, work units, run directory, then every unit not finished yet run."""
+    """The middle of every job: settings, run directory, mosaics, work units, then every unit not finished run."""
     card, settings = unit_settings(config, vectorize=vectorize)
-    settings.gdal_cache_mb = gdal_cache_mb(infos, config.chunk_size, config.max_building_size_m)
-    units = plan_units(infos, config.chunk_size, config.max_building_size_m)
     rundir = prepare_run_dir(config, settings, card, default_run_dir)
-    stats = execute_units(config, settings, units, infos, rundir, progress)
+    rasters = _open_rasters(plan)
+    mosaics = {m.path: m for m in plan.mosaics}
+    settings.gdal_cache_mb = gdal_cache_mb(rasters, config.chunk_size, config.max_building_size_m)
+    units = plan_units(rasters, config.chunk_size, config.max_building_size_m, mosaics)
+    stats = execute_units(config, settings, units, rasters, rundir, progress, mosaics)
     finished, failed = rundir.records([u.uid for u in units])
-    return Execution(card, settings, units, rundir, stats, finished, failed)
+    return Execution(card, settings, units, rundir, stats, finished, failed, rasters, mosaics)
 
 
 def _run(config: RunConfig, progress: ProgressFn | None) -> RunResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     check_executor_options(workers=config.workers, scheduler=config.scheduler, cluster=config.cluster)
-    infos, skipped, errors = _run_inputs(config)
-    job = _execute(config, infos, True, _default_run_dir(config), progress)
-    errors += [
-        RunError(Path(job.failed[u.uid].raster), job.failed[u.uid].error or "failed", "unit", u.uid)
-        for u in job.units
-        if u.uid in job.failed
-    ]
+    default_run_dir = _default_run_dir(config)
+    infos, skipped, errors = _run_inputs(config, run_dir_path(config, default_run_dir))
+    plan = plan_rasters(config, infos, run_dir_path(config, default_run_dir))
+    job = _execute(config, plan, True, default_run_dir, progress)
+    errors += _unit_errors(job)
     if config.save_masks is not None:
-        write_probability_maps(infos, job.units, job.rundir, Path(config.save_masks), job.finished)
+        write_probability_maps(job.rasters, job.units, job.rundir, Path(config.save_masks), job.finished)
     crs = output_crs(infos, config.crs)
     records = [job.finished[u.uid] for u in job.units if u.uid in job.finished]
     metadata = run_metadata(
@@ -123,15 +152,33 @@ def _run(config: RunConfig, progress: ProgressFn | None) -> RunResult:
     )
     metadata["buildings"] = sum(r.buildings for r in records)
     metadata["images"] = len(infos)
-    output = write_outputs(config, job.units, job.rundir, job.finished, crs, metadata, errors)
+    metadata["mosaics"] = json.dumps([m.summary() for m in plan.mosaics])
+    output = write_outputs(config, job.units, job.rundir, job.finished, crs, metadata, errors, infos)
     job.close([str(p) for p in output] if isinstance(output, list) else str(output))
     return RunResult(output, None, skipped, metadata, errors, crs)
 
 
-def _run_inputs(config: RunConfig) -> tuple[list[RasterInfo], list[SkippedInput], list[RunError]]:
+def _unit_errors(job: Execution) -> list[RunError]:
+    """A row of ``errors`` per failed unit; a mosaic's unit names the tiles under its chunk."""
+    errors = []
+    for unit in job.units:
+        record = job.failed.get(unit.uid)
+        if record is None:
+            continue
+        reason = record.error or "failed"
+        if unit.tiles:
+            names = ", ".join(t.path.name for t in unit.tiles)
+            reason = f"{Path(record.raster).stem} (tiles {names}): {reason}"
+        errors.append(RunError(Path(record.raster), reason, "unit", unit.uid))
+    return errors
+
+
+def _run_inputs(
+    config: RunConfig, run_dir: Path
+) -> tuple[list[RasterInfo], list[SkippedInput], list[RunError]]:
     """The rasters a run uses, the files it leaves out (unreadable, or in a folder's minority CRS) as
     errors, after refusing an existing output."""
-    infos, skipped = _scan(config)
+    infos, skipped = _scan(config, run_dir)
     infos, mixed = split_mixed_crs(config, infos)
     errors = [RunError(s.path, s.reason, "scan") for s in skipped]
     errors += [RunError(s.path, s.reason, "crs") for s in mixed]
@@ -153,14 +200,16 @@ def _default_run_dir(config: RunConfig) -> Path:
 
 
 def _predict_rasters(config: RunConfig, progress: ProgressFn | None) -> tuple[list[Path], list[SkippedInput]]:
-    infos, skipped = _scan(config)
+    folder = Path(config.save_masks)
+    default_run_dir = folder / ".bldgseg-predict-run"
+    infos, skipped = _scan(config, run_dir_path(config, default_run_dir))
     if not infos:
         raise InputError(f"no usable input rasters among {len(skipped)} file(s) found")
-    folder = Path(config.save_masks)
-    by_path = probability_targets(folder, infos)
-    targets = [by_path[i.path] for i in infos]
+    plan = plan_rasters(config, infos, run_dir_path(config, default_run_dir))
+    by_path = probability_targets(folder, plan.paths)
+    targets = [by_path[p] for p in plan.paths]
     refuse_existing_any(targets, config.overwrite)
-    job = _execute(config, infos, False, folder / ".bldgseg-predict-run", progress)
-    write_probability_maps(infos, job.units, job.rundir, folder, job.finished)
+    job = _execute(config, plan, False, default_run_dir, progress)
+    write_probability_maps(job.rasters, job.units, job.rundir, folder, job.finished)
     job.close([str(t) for t in targets])
     return targets, skipped

@@ -1,4 +1,4 @@
-"""What a run produces: building columns, the runs and errors tables, merged GeoPackages, probability maps."""
+"""What a run produces: building columns, the runs and errors tables, merged outputs, probability maps."""
 
 from __future__ import annotations
 
@@ -12,20 +12,26 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 import torch
 
 from bldgseg import __version__
 from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
 from bldgseg.export import errors_table
-from bldgseg.files import refuse_existing, refuse_existing_any, require_gpkg
+from bldgseg.files import refuse_existing_any
 from bldgseg.io import RasterInfo, SkippedInput
 from bldgseg.models import ModelCard
 from bldgseg.pipeline.config import RunConfig, UnitSettings
 from bldgseg.pipeline.plan import WorkUnit, units_by_raster
 from bldgseg.probmaps import ProbabilityMapWriter
 from bldgseg.runstate import RunDir, UnitRecord, merge_buildings, part_paths
+from bldgseg.vector_formats import (
+    OUTPUT_FORMATS,
+    check_format,
+    check_vector_output,
+    output_files,
+    read_buildings,
+)
 
 _LOCATION = ["centroid_lon", "centroid_lat"]
 #: Columns of the ``buildings`` layer, in order: shape, confidence, height, image, location, provenance.
@@ -75,7 +81,7 @@ class RunResult:
     def buildings(self) -> gpd.GeoDataFrame:
         if self._buildings is None:
             outputs = self.output if isinstance(self.output, list) else [self.output]
-            frames = [pyogrio.read_dataframe(p, layer="buildings") for p in outputs]
+            frames = [read_buildings(p) for p in outputs]
             if self._crs is not None:
                 frames = [f.to_crs(self._crs) if f.crs is not None else f for f in frames]
             if len(frames) == 1:
@@ -119,25 +125,31 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if names[p.stem] == 1 else f"{p.parent.name}_{p.stem}" for p in paths}
 
 
+def per_image_format(config: RunConfig) -> str:
+    """The format of ``per_image`` outputs: ``config.output_format``, GeoPackage by default."""
+    return config.output_format or "gpkg"
+
+
 def per_image_targets(config: RunConfig, paths: list[Path]) -> dict[Path, Path]:
-    """Output GeoPackage of each input with ``per_image``."""
-    return {p: Path(config.output) / f"{stem}.gpkg" for p, stem in unique_stems(paths).items()}
+    """Output file of each input with ``per_image`` (``<stem>.gpkg``, ``.parquet`` or ``.fgb``)."""
+    suffix = OUTPUT_FORMATS.get(per_image_format(config), ".gpkg")
+    return {p: Path(config.output) / f"{stem}{suffix}" for p, stem in unique_stems(paths).items()}
 
 
-def probability_targets(folder: Path, infos: list[RasterInfo]) -> dict[Path, Path]:
-    """The probability COG of each input in ``folder``."""
-    stems = unique_stems([info.path for info in infos])
-    return {info.path: Path(folder) / f"{stems[info.path]}.probability.tif" for info in infos}
+def probability_targets(folder: Path, rasters: list[Path]) -> dict[Path, Path]:
+    """The probability COG of each raster processed (a file, or a mosaic's VRT: named after the mosaic)."""
+    stems = unique_stems(rasters)
+    return {path: Path(folder) / f"{stems[path]}.probability.tif" for path in rasters}
 
 
 def check_output(config: RunConfig, infos: list[RasterInfo]) -> None:
-    """Refuse an existing output before any work is done."""
+    """Refuse an unknown output format or an existing output (sidecars included) before any work is done."""
     if config.per_image:
+        check_format(per_image_format(config), config.output)
         targets = per_image_targets(config, [i.path for i in infos]).values()
-        refuse_existing_any(targets, config.overwrite, count=True)
+        refuse_existing_any([f for t in targets for f in output_files(t)], config.overwrite, count=True)
         return
-    refuse_existing(config.output, config.overwrite)
-    require_gpkg(config.output)
+    check_vector_output(config.output, config.overwrite, config.output_format)
 
 
 def run_metadata(
@@ -219,26 +231,51 @@ def write_outputs(
     crs: Any,
     metadata: dict[str, Any],
     errors: list[RunError],
+    infos: list[RasterInfo] | None = None,
 ) -> Path | list[Path]:
-    """Merge the parts into one GeoPackage, or one per input image into the ``output`` folder."""
+    """Merge the parts into one output file, or one per input image (``infos``) into the ``output`` folder.
+
+    Per image, a tile of a mosaic gets the buildings whose ``source_image`` it is. GeoParquet and FlatGeobuf
+    outputs are converted from a GeoPackage merged in the run directory."""
     tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
     empty = empty_buildings(crs)
 
-    def merge(target: Path, selected: list[WorkUnit]) -> None:
+    def merge(target: Path, selected: list[WorkUnit], source_image: str | None = None) -> None:
         chosen = [u for u in selected if u.uid in finished]
         multi = any(finished[u.uid].multi for u in chosen)
         parts = [part_paths(rundir.path, u.uid)[0] for u in chosen]
-        merge_buildings(target, parts, crs, empty, tables, overwrite=config.overwrite, multi=multi)
+        merge_buildings(
+            target,
+            parts,
+            crs,
+            empty,
+            tables,
+            overwrite=config.overwrite,
+            multi=multi,
+            staging=rundir.parts,
+            source_image=source_image,
+        )
 
     if not config.per_image:
         merge(config.output, units)
         return config.output
     Path(config.output).mkdir(parents=True, exist_ok=True)
-    by_raster = units_by_raster(units)
-    targets = per_image_targets(config, list(by_raster))
-    for path, selected in by_raster.items():
-        merge(targets[path], selected)
-    return [targets[path] for path in by_raster]
+    by_image = units_by_image(units)
+    images = [i.path for i in infos] if infos is not None else list(by_image)
+    targets = per_image_targets(config, images)
+    for path in images:
+        selected, in_mosaic = by_image.get(path, ([], False))
+        merge(targets[path], selected, str(path) if in_mosaic else None)
+    return [targets[path] for path in images]
+
+
+def units_by_image(units: list[WorkUnit]) -> dict[Path, tuple[list[WorkUnit], bool]]:
+    """The units that may hold each input image's buildings, and whether the image is a tile of a mosaic."""
+    by_image: dict[Path, tuple[list[WorkUnit], bool]] = {}
+    for unit in units:
+        for path, in_mosaic in [(t.path, True) for t in unit.tiles] or [(unit.info.path, False)]:
+            by_image.setdefault(path, ([], in_mosaic))[0].append(unit)
+    return by_image
 
 
 def write_probability_maps(
@@ -248,8 +285,8 @@ def write_probability_maps(
     folder: Path,
     finished: dict[str, UnitRecord],
 ) -> list[Path]:
-    """One probability COG per raster in ``folder``, assembled chunk by chunk from the units' parts."""
-    targets = probability_targets(folder, infos)
+    """One probability COG per raster (file or mosaic) in ``folder``, assembled chunk by chunk from the parts."""
+    targets = probability_targets(folder, [info.path for info in infos])
     by_raster = units_by_raster(units)
     written = []
     for info in infos:

@@ -1,9 +1,11 @@
-"""Planning a run: work units (chunk + halo) with stable ids, mixed-CRS files, the output CRS, GDAL cache sizes."""
+"""Planning a run: mosaics of touching files, work units (chunk + halo) with stable ids, mixed-CRS files, the
+output CRS, GDAL cache sizes."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,33 @@ import numpy as np
 from rasterio.windows import Window
 
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs
+from bldgseg.mosaic import Mosaic, MosaicTile, plan_mosaics, vrt_digest
 from bldgseg.pipeline.config import RunConfig
+from bldgseg.runstate import MOSAICS
 from bldgseg.tiling import Chunk, plan_chunks
+
+
+@dataclass
+class RasterPlan:
+    """The rasters a job processes: the usable files, and the mosaics some of them form."""
+
+    infos: list[RasterInfo]
+    mosaics: list[Mosaic]
+
+    @property
+    def paths(self) -> list[Path]:
+        """The rasters in processing order: single files, and each mosaic's VRT where its first tile was."""
+        first_tile = {m.tiles[0].path: m.path for m in self.mosaics}
+        in_mosaic = {t.path for m in self.mosaics for t in m.tiles}
+        return [
+            first_tile.get(i.path, i.path) for i in self.infos if i.path in first_tile or i.path not in in_mosaic
+        ]
+
+
+def plan_rasters(config: RunConfig, infos: list[RasterInfo], run_dir: Path) -> RasterPlan:
+    """Group touching files into mosaics (VRTs to be written in ``run_dir``) unless ``config.separate``."""
+    mosaics = [] if config.separate else plan_mosaics(infos, Path(run_dir) / MOSAICS)
+    return RasterPlan(infos, mosaics)
 
 
 @dataclass
@@ -25,6 +52,8 @@ class WorkUnit:
     index: int
     #: Stable id (raster path, size, mtime, windows): names the unit's part file, the same in every session.
     uid: str = ""
+    #: A mosaic's tiles under the read window (empty for a single file): they name each building's source image.
+    tiles: tuple[MosaicTile, ...] = ()
 
 
 def halo_pixels(info: RasterInfo, max_building_size_m: float) -> int:
@@ -32,16 +61,33 @@ def halo_pixels(info: RasterInfo, max_building_size_m: float) -> int:
     return int(np.ceil(max_building_size_m / info.gsd_m))
 
 
-def plan_units(infos: list[RasterInfo], chunk_size: int, max_building_size_m: float) -> list[WorkUnit]:
-    """Split every raster into chunks with a halo; small rasters are one unit. Each unit gets a stable id."""
+def plan_units(
+    infos: list[RasterInfo],
+    chunk_size: int,
+    max_building_size_m: float,
+    mosaics: Mapping[Path, Mosaic] | None = None,
+) -> list[WorkUnit]:
+    """Split every raster into chunks with a halo; small rasters are one unit. Each unit gets a stable id.
+
+    A raster that is one of ``mosaics`` (keyed by VRT path) gets the unit's tiles; chunks whose core covers
+    no tile (gaps of an L-shaped mosaic) are left out, there is nothing to find there.
+    """
+    mosaics = mosaics or {}
     units: list[WorkUnit] = []
     for info in infos:
         halo = halo_pixels(info, max_building_size_m)
-        identity = file_identity(info.path)
+        mosaic = mosaics.get(info.path)
+        identity = file_identity(info.path) if mosaic is None else f"{vrt_digest(mosaic)}|{info.stretch}"
         for chunk in plan_chunks(info.height, info.width, chunk_size, halo):
+            tiles: tuple[MosaicTile, ...] = ()
             text = f"{identity}|{window_key(chunk.core)}|{window_key(chunk.read)}"
+            if mosaic is not None:
+                if not mosaic.tiles_in_window(chunk.core):
+                    continue
+                tiles = mosaic.tiles_in_window(chunk.read)
+                text += "|" + "|".join(file_identity(t.path) for t in tiles)
             uid = hashlib.sha1(text.encode()).hexdigest()[:20]
-            units.append(WorkUnit(info, chunk, len(units), uid))
+            units.append(WorkUnit(info, chunk, len(units), uid, tiles))
     return units
 
 

@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -27,6 +28,7 @@ from bldgseg.inference import Predictor, resolve_device
 from bldgseg.instances import label_instances, resample_instance_maps
 from bldgseg.io import RasterInfo, read_rgb
 from bldgseg.models import load_checkpoint
+from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
@@ -169,7 +171,7 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     polygons = _vectorize(unit, settings, prob, labels)
     polygons = postprocess_chunk(polygons, info, settings.postprocess(), instances=labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
-    buildings = measure_buildings(polygons, info, settings, predictor.card.name)
+    buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
 
 
@@ -262,9 +264,17 @@ def one_line(exc: BaseException) -> str:
 
 
 def measure_buildings(
-    polygons: gpd.GeoDataFrame, info: RasterInfo, settings: UnitSettings, model_name: str
+    polygons: gpd.GeoDataFrame,
+    info: RasterInfo,
+    settings: UnitSettings,
+    model_name: str,
+    tiles: Sequence[MosaicTile] = (),
 ) -> gpd.GeoDataFrame:
-    """Add shape, image and height attributes to vectorized polygons."""
+    """Add shape, image and height attributes to vectorized polygons.
+
+    ``source_image`` is the raster's path, or for a mosaic (``tiles`` given) the tile that holds each
+    building's representative point.
+    """
     parts = [polygons[["geometry", "confidence"]], shape_attributes(polygons)]
     if settings.texture:
         parts.append(image_attributes(polygons, info.path, bands=info.bands))
@@ -272,6 +282,10 @@ def measure_buildings(
         height_attributes(polygons, ndsm=settings.ndsm, dsm=settings.dsm, dtm=settings.dtm).to_frame()
     )
     frame = pd.concat(parts, axis=1)
-    frame["source_image"] = str(info.path)
+    if tiles and len(polygons):
+        points = polygons.geometry.representative_point()
+        frame["source_image"] = tile_of_points(points.x.to_numpy(), points.y.to_numpy(), tiles)
+    else:
+        frame["source_image"] = str(info.path)
     frame["model"] = model_name
     return order_columns(gpd.GeoDataFrame(frame, geometry="geometry", crs=info.crs))
