@@ -127,7 +127,10 @@ def enrich_footprints(
             measured = values.combine_first(measured)
             assigned[todo] = str(info.path)
         report_progress(progress, "images", done, len(paths))
-    out = pd.concat([gdf, shape_attributes(gdf), measured.reindex(gdf.index)], axis=1)
+    shapes = shape_attributes(gdf)
+    remeasured = [*shapes.columns, *measured.columns, "height_m", "source_image"]
+    given = gdf.drop(columns=[c for c in remeasured if c in gdf.columns])  # e.g. a bldgseg output enriched again
+    out = pd.concat([given, shapes, measured.reindex(gdf.index)], axis=1)
     out["height_m"] = height_attributes(gdf, ndsm=ndsm, dsm=dsm, dtm=dtm)
     out["source_image"] = assigned
     result = gpd.GeoDataFrame(out, geometry=gdf.geometry.name, crs=gdf.crs)

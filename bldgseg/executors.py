@@ -138,6 +138,8 @@ class DaskExecutor(Executor):
     ):
         self.client = client
         self.cluster = cluster
+        #: Dask settings held while this executor's own cluster runs (restored by :meth:`close`).
+        self.dask_settings: Any = None
         self.description = description
         self.gpu_workers = gpu_workers
         self.session = os.urandom(4).hex()
@@ -197,6 +199,9 @@ class DaskExecutor(Executor):
         finally:
             if self.cluster is not None:
                 self.cluster.close()
+            if self.dask_settings is not None:
+                self.dask_settings.__exit__(None, None, None)
+                self.dask_settings = None
 
 
 def _missing_paths(paths: list[str]) -> list[str]:
@@ -372,11 +377,30 @@ def _scheduler_executor(address: str) -> DaskExecutor:
     return DaskExecutor(client, description=f"scheduler {address}")
 
 
+#: How long a cluster we start waits for a dead worker (killed, out of memory) to come back under its name
+#: before dropping it for good. Dask's default (``distributed.deploy.lost-worker-timeout``, 15 s) is shorter
+#: than a worker's restart on a busy machine (PyTorch and GDAL imports): every worker could be dropped, and
+#: the run would then wait forever for workers.
+LOST_WORKER_TIMEOUT = "10 minutes"
+
+
+def cluster_dask_settings() -> Any:
+    """The Dask settings (an entered ``dask.config.set``) for the lifetime of a cluster this process starts."""
+    import dask
+
+    return dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT})
+
+
 def _local_cluster_executor(workers: int, device: str, preload: Sequence[str]) -> DaskExecutor:
     from distributed import Client, LocalCluster
 
     cuda = _cuda_count()
-    cluster = LocalCluster(**local_cluster_kwargs(workers, device, preload, cuda))
+    settings = cluster_dask_settings()
+    try:
+        cluster = LocalCluster(**local_cluster_kwargs(workers, device, preload, cuda))
+    except BaseException:
+        settings.__exit__(None, None, None)
+        raise
     client = Client(cluster, set_as_default=False)
     executor = DaskExecutor(
         client,
@@ -384,6 +408,7 @@ def _local_cluster_executor(workers: int, device: str, preload: Sequence[str]) -
         description=f"local cluster ({workers} worker processes)",
         gpu_workers="resources" in local_cluster_kwargs(workers, device, preload, cuda),
     )
+    executor.dask_settings = settings
     executor.torch_threads = max(1, (os.cpu_count() or 1) // workers)
     return executor
 
@@ -391,12 +416,18 @@ def _local_cluster_executor(workers: int, device: str, preload: Sequence[str]) -
 def _slurm_executor(options: SlurmOptions, preload: Sequence[str]) -> DaskExecutor:
     from distributed import Client
 
-    cluster = slurm_cluster(options, preload)
+    settings = cluster_dask_settings()
+    try:
+        cluster = slurm_cluster(options, preload)
+    except BaseException:
+        settings.__exit__(None, None, None)
+        raise
     try:
         cluster.scale(jobs=options.jobs)
         client = Client(cluster, set_as_default=False)
     except Exception:
         cluster.close()
+        settings.__exit__(None, None, None)
         raise
     executor = DaskExecutor(
         client,
@@ -404,6 +435,7 @@ def _slurm_executor(options: SlurmOptions, preload: Sequence[str]) -> DaskExecut
         description=f"SLURM ({options.jobs} job(s), queue {options.queue or 'default'})",
         gpu_workers=options.gpus > 0,
     )
+    executor.dask_settings = settings
     executor.torch_threads = options.cores
     return executor
 

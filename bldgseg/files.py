@@ -25,6 +25,7 @@ __all__ = [
     "hidden_temp_path",
     "refuse_existing",
     "refuse_existing_any",
+    "remove_stale_temps",
     "require_gpkg",
 ]
 
@@ -97,6 +98,7 @@ def atomic_write(
     appended to its name, e.g. ``-journal``) are removed and the exception propagates.
     """
     dest, sidecars = Path(dest), tuple(sidecars)
+    remove_stale_temps(dest)
     tmp = hidden_temp_path(dest, suffix)
     try:
         yield tmp
@@ -109,6 +111,40 @@ def atomic_write(
     _remove(tmp, sidecars, keep_main=True)
     if sync if sync_folder is None else sync_folder:
         _fsync_dir(dest.parent)
+
+
+def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
+    """Remove the hidden temporaries of ``dest`` (and their side-cars) whose writing process is gone.
+
+    A writer killed outright (``kill -9``, power loss) cannot clean up; the next write of ``dest`` does. Only
+    files named by :func:`hidden_temp_path` with the id of a process that no longer runs on this machine are
+    touched. Returns the removed paths.
+    """
+    dest = Path(dest)
+    prefix = f".{dest.name}."
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in dest.parent.iterdir():
+            pid = path.name[len(prefix) :].split(".", 1)[0] if path.name.startswith(prefix) else ""
+            if ".tmp" in path.name and pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user counts as running; on Windows,
+    where signal 0 would terminate it, every process does)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def atomic_replace(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -11,11 +10,9 @@ import torch.nn as nn
 
 from bldgseg.errors import DeviceError, InputError
 from bldgseg.models.checkpoint import ModelCard
-from bldgseg.tiling import iter_windows
+from bldgseg.tiling import WindowLayout, plan_layout
 
 ProgressCallback = Callable[[int], None]
-#: Input sizes must be multiples of this for the registry's encoders (five 2x downsamplings).
-_STRIDE = 32
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -75,13 +72,32 @@ class Predictor:
         self.weight = blend_weight(self.tile_size)
 
     def predict(
-        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+        self,
+        rgb: np.ndarray,
+        valid: np.ndarray,
+        progress: ProgressCallback | None = None,
+        layout: WindowLayout | None = None,
     ) -> np.ndarray:
-        """Building probability (float32, H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False."""
-        return self._blend(rgb, valid, 1, lambda stack: self._predict_batch(stack)[:, None], progress)[0]
+        """Building probability (float32, H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False.
+
+        ``layout``: the windows to run, in the pixels of ``rgb`` (default: :meth:`layout_for` of its size).
+        A chunk of a larger raster passes its part of the raster's layout, so that every pixel gets the
+        windows, context and blending weights it gets when the whole raster is predicted at once.
+        """
+        return self._blend(
+            rgb, valid, 1, lambda stack: self._predict_batch(stack)[:, None], progress, layout=layout
+        )[0]
+
+    def layout_for(self, height: int, width: int) -> WindowLayout:
+        """The windows over a whole ``height`` x ``width`` image (:func:`bldgseg.tiling.plan_layout`)."""
+        return plan_layout(height, width, self.tile_size, self.overlap)
 
     def predict_classes(
-        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+        self,
+        rgb: np.ndarray,
+        valid: np.ndarray,
+        progress: ProgressCallback | None = None,
+        layout: WindowLayout | None = None,
     ) -> np.ndarray:
         """Per-class probabilities (float32, C x H x W) for ``rgb`` (3 x H x W uint8); 0 where ``valid`` is False.
 
@@ -89,10 +105,14 @@ class Predictor:
         model gives its sigmoid as one channel. Tiling, blending and TTA are those of :meth:`predict`.
         """
         channels = self.card.num_outputs
-        return self._blend(rgb, valid, channels, self._predict_batch_classes, progress)
+        return self._blend(rgb, valid, channels, self._predict_batch_classes, progress, layout=layout)
 
     def predict_instances(
-        self, rgb: np.ndarray, valid: np.ndarray, progress: ProgressCallback | None = None
+        self,
+        rgb: np.ndarray,
+        valid: np.ndarray,
+        progress: ProgressCallback | None = None,
+        layout: WindowLayout | None = None,
     ) -> np.ndarray:
         """Instance maps (float32, 4 x H x W) of an instance model: building probability, centre heatmap and
         offsets dy, dx in model pixels (:func:`bldgseg.models.panoptic.instance_maps`); with TTA averaged over
@@ -117,6 +137,7 @@ class Predictor:
             lambda stack: self._tta_probabilities(stack, instance_maps, unflip_instance_maps),
             progress,
             deepest_from=1,
+            layout=layout,
         )
 
     def _blend(
@@ -127,30 +148,23 @@ class Predictor:
         infer: Callable[[np.ndarray], np.ndarray],
         progress: ProgressCallback | None,
         deepest_from: int | None = None,
+        layout: WindowLayout | None = None,
     ) -> np.ndarray:
         """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``.
 
         Channels from ``deepest_from`` on are not blended but taken from the window with the largest blending
-        weight at each pixel (the first such window on ties). An image smaller than a window in both directions
-        is one window of its own size (rounded up to the networks' stride of 32): the model sees the image as
-        it saw its training crops, not three quarters of made-up padding."""
+        weight at each pixel (the first such window in the layout's order on ties). Windows reaching past the
+        image are filled by padding it (reflected, marked invalid); windows without a valid pixel are skipped.
+        """
         _, height, width = rgb.shape
-        tile = self.tile_size
-        if height < tile and width < tile:
-            tile = min(tile, _STRIDE * math.ceil(max(height, width) / _STRIDE))
+        layout = self.layout_for(height, width) if layout is None else layout
+        tile = layout.tile
         weight = self.weight if tile == self.tile_size else blend_weight(tile)
-        pad_h, pad_w = max(0, tile - height), max(0, tile - width)
-        if pad_h or pad_w:
-            rgb = np.pad(
-                rgb, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(height, width) > 1 else "edge"
-            )
-            valid_padded = np.pad(valid, ((0, pad_h), (0, pad_w)))
-        else:
-            valid_padded = valid
+        rgb, valid_padded = _pad_to_layout(rgb, valid, layout)
         ph, pw = rgb.shape[1:]
         windows = [
             w
-            for w in iter_windows(ph, pw, tile, self.overlap)
+            for w in layout.windows()
             if valid_padded[w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].any()
         ]
         soft = channels if deepest_from is None else deepest_from
@@ -209,6 +223,23 @@ class Predictor:
                 p = unflip(p, dims) if unflip else torch.flip(p, dims)
             prob = p if prob is None else prob + p
         return (prob / len(flips)).cpu().numpy()
+
+
+def _pad_to_layout(
+    rgb: np.ndarray, valid: np.ndarray, layout: WindowLayout
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad ``rgb`` (reflected; edge-repeated when a side is one pixel) and ``valid`` (False) at the bottom and
+    right so that every window of ``layout`` lies inside them. Windows never start before the origin."""
+    _, height, width = rgb.shape
+    _, row1, _, col1 = layout.extent()
+    pad_h, pad_w = max(0, row1 - height), max(0, col1 - width)
+    if not (pad_h or pad_w):
+        return rgb, valid
+    mode = "reflect" if min(height, width) > 1 else "edge"
+    return (
+        np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w)), mode=mode),
+        np.pad(valid, ((0, pad_h), (0, pad_w))),
+    )
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

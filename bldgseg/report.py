@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_inputs
+from bldgseg.modelgrid import ModelGrid
 from bldgseg.models import ModelCard, resolve_checkpoint
 from bldgseg.mosaic import Mosaic, plan_mosaics
-from bldgseg.tiling import iter_windows, model_shape, plan_chunks
+from bldgseg.tiling import plan_chunks
 
 
 def describe_inputs(
@@ -49,8 +50,8 @@ def _row(
     name: str, info: RasterInfo, width: int, height: int, gsd_m: float, card: ModelCard, chunk_size: int
 ) -> dict[str, Any]:
     scale = gsd_m / card.gsd_m
-    h, w = model_shape((height, width), scale)
-    windows = len(iter_windows(max(h, card.tile_size), max(w, card.tile_size), card.tile_size, card.overlap))
+    grid = ModelGrid.for_raster(height, width, scale, card.tile_size, card.overlap)
+    windows = len(grid.layout)  # of a single-chunk run; smaller chunks run more (scripts/seam_overhead.py)
     return {
         "file": name,
         "crs": info.crs.to_string(),

@@ -6,6 +6,7 @@ height``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -14,7 +15,18 @@ from rasterio.windows import Window
 
 from bldgseg.errors import InputError
 
-__all__ = ["Chunk", "iter_windows", "model_shape", "plan_chunks", "skip_empty"]
+__all__ = [
+    "Chunk",
+    "WindowLayout",
+    "iter_windows",
+    "model_shape",
+    "plan_chunks",
+    "plan_layout",
+    "skip_empty",
+]
+
+#: Input sizes must be multiples of this for the registry's encoders (five 2x downsamplings).
+NETWORK_STRIDE = 32
 
 
 def _offsets(size: int, tile: int, stride: int) -> list[int]:
@@ -34,6 +46,12 @@ def iter_windows(height: int, width: int, tile_size: int, overlap: int) -> list[
     end exactly at the array edge. In a dimension smaller than ``tile_size`` there is one window starting at
     0 that extends past the array: the caller pads (and marks the padding invalid).
     """
+    rows, cols = _window_offsets(height, width, tile_size, overlap)
+    return [Window(col, row, tile_size, tile_size) for row in rows for col in cols]
+
+
+def _window_offsets(height: int, width: int, tile_size: int, overlap: int) -> tuple[list[int], list[int]]:
+    """Row and column offsets of :func:`iter_windows`' windows (its arguments checked)."""
     if height <= 0 or width <= 0:
         raise InputError(f"array of {height}x{width} pixels is empty; pass a positive height and width")
     if tile_size <= 0 or overlap < 0:
@@ -46,9 +64,60 @@ def iter_windows(height: int, width: int, tile_size: int, overlap: int) -> list[
             f"tile stride (tile_size {tile_size} - overlap {overlap}) must be > 0; "
             "use an overlap smaller than the tile size"
         )
-    rows = _offsets(height, tile_size, stride)
-    cols = _offsets(width, tile_size, stride)
-    return [Window(col, row, tile_size, tile_size) for row in rows for col in cols]
+    return _offsets(height, tile_size, stride), _offsets(width, tile_size, stride)
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Model windows of ``tile`` pixels at every (row, col) of ``rows`` x ``cols``, in row-major order.
+
+    Offsets are in the pixels of the array the layout belongs to; windows may extend past its bottom/right
+    edge (the caller pads). A layout and any part of it keep the order of the whole, so windows are always
+    run (and ties between them resolved) in the same order.
+    """
+
+    tile: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    def windows(self) -> list[Window]:
+        """The windows, row-major."""
+        return [Window(c, r, self.tile, self.tile) for r in self.rows for c in self.cols]
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def touching(self, rows: tuple[int, int], cols: tuple[int, int]) -> WindowLayout:
+        """The windows that overlap the half-open pixel ranges ``rows`` x ``cols`` (order kept)."""
+        return WindowLayout(
+            self.tile,
+            tuple(r for r in self.rows if r < rows[1] and r + self.tile > rows[0]),
+            tuple(c for c in self.cols if c < cols[1] and c + self.tile > cols[0]),
+        )
+
+    def shifted(self, row: int, col: int) -> WindowLayout:
+        """The same windows in the pixels of an array whose origin lies at (``row``, ``col``) of this one."""
+        return WindowLayout(self.tile, tuple(r - row for r in self.rows), tuple(c - col for c in self.cols))
+
+    def extent(self) -> tuple[int, int, int, int]:
+        """``(row0, row1, col0, col1)``: the half-open bounding box of all windows."""
+        if not self.rows or not self.cols:
+            raise InputError("an empty window layout has no extent; select at least one window")
+        return self.rows[0], self.rows[-1] + self.tile, self.cols[0], self.cols[-1] + self.tile
+
+
+def plan_layout(height: int, width: int, tile_size: int, overlap: int) -> WindowLayout:
+    """The model windows over a whole ``height`` x ``width`` array (a raster at the model's GSD).
+
+    Full ``tile_size`` windows as :func:`iter_windows` places them; an array smaller than a window in *both*
+    directions is one window of its own size, rounded up to :data:`NETWORK_STRIDE` (the model sees it as it
+    saw its training crops). In a dimension smaller than the window there is one window starting at 0.
+    """
+    if 0 < height < tile_size and 0 < width < tile_size:
+        tile = min(tile_size, NETWORK_STRIDE * math.ceil(max(height, width) / NETWORK_STRIDE))
+        return WindowLayout(tile, (0,), (0,))
+    rows, cols = _window_offsets(height, width, tile_size, overlap)
+    return WindowLayout(tile_size, tuple(rows), tuple(cols))
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,27 @@ def _check_arrays(arr: np.ndarray, prob: np.ndarray | None, what: str) -> np.nda
     return p
 
 
+def _grid_shapes(
+    labels: np.ndarray, mask: np.ndarray, transform: Affine, pixel_origin: tuple[int, int] | None
+) -> list[tuple[Any, int]]:
+    """``(geometry, value)`` of ``rasterio.features.shapes`` (8-connectivity) for ``labels`` under ``mask``.
+
+    With ``pixel_origin`` = (row, col), ``labels`` is the window of a raster starting at that pixel and
+    ``transform`` is the *raster's*: vertices are taken in the raster's pixel coordinates (exact integers),
+    then mapped with ``transform``, so the same pixels give bit-identical vertices from any window.
+    """
+    if pixel_origin is None:
+        return [(shape(g), int(v)) for g, v in shapes(labels, mask=mask, connectivity=8, transform=transform)]
+    row, col = pixel_origin
+    a, b, c, d, e, f = transform[:6]
+
+    def to_map(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+
+    pixels = shapes(labels, mask=mask, connectivity=8, transform=Affine.translation(col, row))
+    return [(shapely.transform(shape(g), to_map), int(v)) for g, v in pixels]
+
+
 # -------------------- public
 
 
@@ -75,6 +96,7 @@ def mask_to_polygons(
     min_area_m2: float = 0.0,
     simplify_m: float = 0.0,
     regularize: bool = False,
+    pixel_origin: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     """Polygons of the foreground of a boolean mask, in ``crs``, with their mean probability.
 
@@ -87,6 +109,8 @@ def mask_to_polygons(
     outline-noise scale) work in the UTM zone of each polygon and the result comes back in ``crs``. Those
     three need a ``crs``. Rows
     have a fresh RangeIndex; an empty mask gives an empty GeoDataFrame with the same columns.
+    ``pixel_origin`` = (row, col): ``mask`` is a window of a raster from that pixel and ``transform`` the
+    raster's (vertices bit-identical from any window of it; see :func:`_grid_shapes`).
     """
     mask = np.asarray(mask).astype(bool)
     p = _check_arrays(mask, prob, "mask")
@@ -103,8 +127,8 @@ def mask_to_polygons(
     # polygonizing the mask, with each outline's component id attached
     geoms: list[Polygon] = []
     comp: list[int] = []
-    for g, value in shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=transform):
-        parts = _polygonal_parts(shape(g))
+    for g, value in _grid_shapes(labels.astype(np.int32), mask, transform, pixel_origin):
+        parts = _polygonal_parts(g)
         geoms.extend(parts)
         comp.extend([int(value)] * len(parts))
     if not geoms:
@@ -174,13 +198,17 @@ def _refine(
 
 
 def label_image_to_polygons(
-    labels: np.ndarray, transform: Affine, crs: Any, prob: np.ndarray | None = None
+    labels: np.ndarray,
+    transform: Affine,
+    crs: Any,
+    prob: np.ndarray | None = None,
+    pixel_origin: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     """One (Multi)Polygon per positive label value, columns ``label``, ``geometry``, ``confidence``.
 
     Pieces of one label are dissolved; neighbouring labels share their edges exactly (same pixel grid).
     ``confidence`` is the mean of ``prob`` over the label's pixels (1.0 without ``prob``). Rows are sorted by
-    label; zero and negative values are background.
+    label; zero and negative values are background. ``pixel_origin``: as in :func:`mask_to_polygons`.
     """
     labels = np.asarray(labels)
     p = _check_arrays(labels, prob, "label image")
@@ -191,8 +219,8 @@ def label_image_to_polygons(
         return _empty(crs, {"label": np.array([], dtype=np.int64)})
     lab32 = np.where(fg, labels, 0).astype(np.int32)
     pieces: dict[int, list[Any]] = {}
-    for g, value in shapes(lab32, mask=fg, connectivity=8, transform=transform):
-        pieces.setdefault(int(value), []).append(shape(g))
+    for g, value in _grid_shapes(lab32, fg, transform, pixel_origin):
+        pieces.setdefault(value, []).append(g)
     ids = np.array(sorted(pieces), dtype=np.int64)
     geoms = []
     for i in ids:
@@ -213,6 +241,7 @@ def instances_to_polygons(
     simplify_m: float = 0.0,
     regularize: bool = False,
     crs_units_per_m: float = 1.0,
+    pixel_origin: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     """One polygon per building of an instance label image, touching buildings sharing their edges exactly.
 
@@ -222,9 +251,9 @@ def instances_to_polygons(
     with ``crs_units_per_m`` (e.g. the pixel size in CRS units over the ground sample distance in metres).
     ``regularize`` works per building as in :func:`mask_to_polygons`, so touching neighbours can then gain
     hairline gaps or overlaps. Rows: ``confidence`` and a ``Polygon`` (pieces of one building that touch only
-    at a corner become rows of their own, as in :func:`mask_to_polygons`).
+    at a corner become rows of their own, as in :func:`mask_to_polygons`). ``pixel_origin``: as there.
     """
-    gdf = instance_outlines(labels, transform, crs, prob)
+    gdf = instance_outlines(labels, transform, crs, prob, pixel_origin)
     if gdf.empty or not (min_area_m2 > 0 or simplify_m > 0 or regularize):
         return gdf
     if crs is None:
@@ -245,11 +274,15 @@ def instances_to_polygons(
 
 
 def instance_outlines(
-    labels: np.ndarray, transform: Affine, crs: Any, prob: np.ndarray | None = None
+    labels: np.ndarray,
+    transform: Affine,
+    crs: Any,
+    prob: np.ndarray | None = None,
+    pixel_origin: tuple[int, int] | None = None,
 ) -> gpd.GeoDataFrame:
     """One row per polygon of each building of an instance label image (columns ``confidence``, ``geometry``):
     :func:`label_image_to_polygons` with pieces that touch only at a corner as rows of their own."""
-    gdf = label_image_to_polygons(labels, transform, crs, prob).drop(columns="label")
+    gdf = label_image_to_polygons(labels, transform, crs, prob, pixel_origin).drop(columns="label")
     return gdf.explode(index_parts=False, ignore_index=True)
 
 

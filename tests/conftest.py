@@ -77,6 +77,16 @@ class RoofInstanceNet(RedRoofNet):
 register_architecture("roof-instance-test", RoofInstanceNet)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests skip, saying why, on a machine without CUDA (``pytest -m gpu`` selects them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA device; torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def save_test_model(model: nn.Module, folder: Path, name: str, **card: object) -> Path:
     """A checkpoint (weights + card) of a test model registered as ``name``, at 0.3 m with threshold 0.5."""
     full = ModelCard(name=name, architecture=name, encoder="none", gsd_m=0.3, threshold=0.5, **card)

@@ -4,12 +4,17 @@ Workers are separate processes, so they do not see what ``tests/conftest.py`` re
 Pass this file to them: ``dask worker ADDRESS --preload /path/to/tests/dask_preload.py``, or
 ``RunConfig(preload=("/path/to/tests/dask_preload.py",))`` / ``bldgseg run --preload ...``.
 
-``red-roof-test`` is :class:`tests.conftest.RedRoofNet`; ``red-roof-slow-test`` is the same model sleeping
-:data:`SLOW_SECONDS` per forward pass, so that a run lasts long enough to kill something in the middle of it.
+``red-roof-test`` is :class:`tests.conftest.RedRoofNet`, ``context-test`` and ``context-instance-test`` are the
+context-dependent models of :mod:`tests.context_models`; ``red-roof-slow-test`` is the same model sleeping
+:data:`SLOW_SECONDS` per forward pass, so that a run lasts long enough to kill something in the middle of it;
+``red-roof-poison-test`` kills the worker process that runs it on a window holding blue pixels (a unit that
+kills every worker it is tried on, as one that runs out of memory would).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -21,6 +26,7 @@ if str(REPO) not in sys.path:
 
 from bldgseg.models import DEFAULT_MODEL, register_architecture  # noqa: E402
 from bldgseg.pipeline import unit as pipeline_unit  # noqa: E402
+from tests import context_models  # noqa: E402, F401  (registers "context-test", "context-instance-test")
 from tests.conftest import RedRoofNet  # noqa: E402  (registers "red-roof-test")
 
 SLOW_SECONDS = 0.05
@@ -33,6 +39,26 @@ class SlowRedRoofNet(RedRoofNet):
 
 
 register_architecture("red-roof-slow-test", SlowRedRoofNet)
+
+#: File that :class:`PoisonRedRoofNet` appends the pid of each worker it kills to (set by the test).
+DEATHS_ENV = "BLDGSEG_TEST_DEATHS_FILE"
+
+
+class PoisonRedRoofNet(RedRoofNet):
+    """RedRoofNet that SIGKILLs its Dask worker process on a window holding pure blue (0, 0, 255) pixels."""
+
+    def forward(self, x):  # type: ignore[override]
+        if bool((x[:, 2] > 2.0).any()):  # blue, ImageNet-normalised: (1 - 0.406) / 0.225 = 2.64
+            from distributed import get_worker
+
+            get_worker()  # raises outside a Dask worker: never kill the test process itself
+            with open(os.environ[DEATHS_ENV], "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
+
+
+register_architecture("red-roof-poison-test", PoisonRedRoofNet)
 
 
 def worker_name(_item):

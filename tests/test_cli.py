@@ -222,3 +222,54 @@ def test_vectorize_writes_flatgeobuf(tmp_path):
     gdf = pyogrio.read_dataframe(tmp_path / "v.fgb")
     assert gdf.area_m2.round(2).tolist() == [pytest.approx(600 * 0.09)]
     assert (tmp_path / "v.run.json").exists()
+
+
+def test_bad_input_exit_code_2(tmp_path, red_roof_model):
+    """README: exit code 2 for bad input (here: an input that does not exist, a folder of unusable files)."""
+    out = tmp_path / "o.gpkg"
+    model = ["--model", str(red_roof_model)]
+    result = runner.invoke(app, ["run", str(tmp_path / "missing.tif"), "-o", str(out), *model])
+    assert result.exit_code == 2 and "missing.tif" in result.output, result.output
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(b"not a tiff")
+    result = runner.invoke(app, ["run", str(folder), "-o", str(out), *model])
+    assert result.exit_code == 2 and "a.tif" in result.output, result.output
+    assert not out.exists()
+
+
+def missing_cuda_device() -> str:
+    """A CUDA device this machine lacks: ``cuda:7`` (``cuda:99`` on a machine with 8 GPUs or more)."""
+    import torch
+
+    return "cuda:7" if not torch.cuda.is_available() or torch.cuda.device_count() < 8 else "cuda:99"
+
+
+def test_device_problem_exit_code_5(tmp_path, red_roof_model):
+    """README: exit code 5 for a device problem, before any work unit runs."""
+    import torch
+
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    out = tmp_path / "o.gpkg"
+    device = missing_cuda_device()
+    for command in (["run", str(image), "-o", str(out)], ["predict", str(image), "-o", str(tmp_path / "p")]):
+        result = runner.invoke(app, [*command, "--model", str(red_roof_model), "--device", device])
+        assert result.exit_code == 5 and device in result.output, result.output
+    run_args = ["run", str(image), "-o", str(out), "--model", str(red_roof_model)]
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, [*run_args, "--device", "cuda"])
+        assert result.exit_code == 5 and "CUDA is not available" in result.output, result.output
+    result = runner.invoke(app, [*run_args, "--device", "tpu"])
+    assert result.exit_code == 5 and "tpu" in result.output, result.output
+    assert not out.exists()
+
+
+def test_device_exit_code_of_a_real_process(tmp_path):
+    """The entry point's own exit status (not only the test runner's): 5 for a device problem."""
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    command = [sys.executable, "-m", "bldgseg", "run", str(image), "-o", str(tmp_path / "o.gpkg")]
+    proc = subprocess.run(
+        [*command, "--device", missing_cuda_device()], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -36,7 +36,7 @@ from bldgseg.executors import (
     task_resources,
 )
 from bldgseg.pipeline import RunConfig, run
-from tests.conftest import REPO, ROOF_SHADES, save_test_model, scene, write_rgb
+from tests.conftest import RED, REPO, ROOF_SHADES, save_test_model, scene, write_rgb
 from tests.dask_preload import SlowRedRoofNet
 
 pytestmark = pytest.mark.distributed
@@ -500,6 +500,40 @@ def test_worker_killed_mid_run_every_building_once(tmp_path):
     # the killed worker had finished some units before it died; the survivor did the rest
     pids = {pyogrio.read_dataframe(p, layer="unit").pid.iloc[0] for p in (run_dir / "parts").glob("*.gpkg")}
     assert killed["pid"] in pids and len(pids) == 2
+
+
+def test_unit_that_kills_every_worker_it_runs_on_is_listed_in_errors(tmp_path, monkeypatch):
+    """README "Faults": a unit whose worker dies each time it is tried (Dask gives up after its first try and
+    ``distributed.scheduler.allowed-failures`` = 3 retries) becomes a row of ``errors``; the run goes on."""
+    import dask
+    import distributed  # noqa: F401  (loads its configuration defaults)
+
+    from tests.dask_preload import DEATHS_ENV, PoisonRedRoofNet
+
+    deaths = tmp_path / "deaths.txt"
+    monkeypatch.setenv(DEATHS_ENV, str(deaths))  # the LocalCluster's worker processes inherit it
+    model = save_test_model(PoisonRedRoofNet(), tmp_path, "red-roof-poison-test", tile_size=64, overlap=16)
+    # two 128-px chunks; the right one holds a blue patch far from the seam (its neighbour's halo is 10 px)
+    boxes = [(20, 20, 50, 60), (70, 150, 100, 200), (20, 200, 40, 230)]
+    image = write_rgb(tmp_path / "a.tif", scene(128, 256, boxes, [RED, RED, (0, 0, 255)]))
+    assert dask.config.get("distributed.scheduler.allowed-failures") == 3
+    # should every worker be lost for good, the unit fails after a while instead of the test hanging
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{RUN_TIMEOUT:.0f}s"}):
+        result = run(
+            config(
+                tmp_path, model, [image], chunk_size=128, max_building_size_m=3.0, workers=2,
+                preload=(PRELOAD,), texture=False,
+            )
+        )  # fmt: skip
+    assert len(deaths.read_text().split()) == 1 + 3  # the first try and 3 retries, each a dead worker
+    assert result.metadata["units"] == 2 and result.metadata["units_failed"] == 1
+    errors = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="errors")
+    assert list(errors.stage) == ["unit"] and Path(errors.path.iloc[0]).name == "a.tif"
+    reason = errors.reason.iloc[0]
+    assert "the worker running it died each time it was tried" in reason and "--chunk-size" in reason
+    assert "KilledWorker" in reason
+    # the healthy chunk's building is there (the red roof in the poisoned chunk went with it)
+    assert list(result.buildings.area_m2.round(3)) == [round(30 * 40 * 0.09, 3)]
 
 
 def test_resume_after_the_client_is_killed(tmp_path, cluster):

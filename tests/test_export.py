@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -244,6 +248,40 @@ def test_write_cog_multiband_bool_and_overwrite(tmp_path: Path) -> None:
         assert (ds.count, ds.height, ds.width, ds.dtypes[0]) == (2, 300, 200, "uint8")
         np.testing.assert_array_equal(ds.read(), (~mask).astype(np.uint8))
     assert files_in(tmp_path) == ["mask.tif"]
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes of any file fail with EFBIG ("File too large"), as on a full disk.
+
+    RLIMIT_FSIZE on this process, with SIGXFSZ ignored so that write(2) returns the error instead of the
+    signal ending the process; both restored afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_write_cog_real_write_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
+    """The real COG writer (GDAL) failing mid-write, as on a full disk: no temporary file or side-car is left,
+    an existing output is kept as it was, and the error reaches the caller."""
+    noise = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)  # 4 MiB, incompressible
+    dest = tmp_path / "p.tif"
+    dest.write_bytes(b"the previous map")
+    # 3 MiB: GDAL's temporary overview file fits, the 4.4 MB COG does not; libtiff: "Write/Seek error"
+    with file_size_limit(3 * 1024 * 1024), pytest.raises(Exception, match="(?i)(write|seek) error"):
+        write_cog(dest, noise, Affine(0.3, 0, X0, 0, -0.3, Y0), 32636, overwrite=True)
+    assert files_in(tmp_path) == ["p.tif"] and dest.read_bytes() == b"the previous map"
+    write_cog(dest, noise, Affine(0.3, 0, X0, 0, -0.3, Y0), 32636, overwrite=True)  # no limit: it works
+    with rasterio.open(dest) as ds:
+        assert np.array_equal(ds.read(1), noise)
+    assert files_in(tmp_path) == ["p.tif"]
 
 
 def test_write_cog_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from bldgseg.errors import InputError, OutputExistsError
-from bldgseg.files import atomic_replace, atomic_write, refuse_existing, refuse_existing_any, require_gpkg
+from bldgseg.files import (
+    atomic_replace,
+    atomic_write,
+    hidden_temp_path,
+    refuse_existing,
+    refuse_existing_any,
+    require_gpkg,
+)
 
 
 def test_refuse_existing_messages(tmp_path: Path) -> None:
@@ -45,3 +52,21 @@ def test_atomic_write_without_overwrite_never_clobbers(tmp_path: Path) -> None:
         dest.write_text("appeared meanwhile")
     assert dest.read_text() == "appeared meanwhile"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dest = tmp_path / "out.gpkg"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.gpkg.{int(gone.stdout)}.0badf00d.tmp.gpkg"  # a writer killed with -9
+    stale.write_bytes(b"half a geopackage")
+    journal = stale.with_name(stale.name + "-journal")
+    journal.write_bytes(b"j")
+    live = hidden_temp_path(dest, ".gpkg")  # this process's: being written, kept
+    live.write_bytes(b"busy")
+    other = tmp_path / ".other.gpkg.1.0badf00d.tmp.gpkg"  # another output's
+    other.write_bytes(b"x")
+    atomic_replace(dest, lambda tmp: tmp.write_bytes(b"new"), ".gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.gpkg"])

@@ -311,21 +311,24 @@ def test_bad_tiles_are_reported_and_the_rest_is_one_mosaic(tmp_path, red_roof_mo
 
 def test_resume_keeps_finished_units_and_redoes_those_of_a_changed_tile(tmp_path, red_roof_model):
     folder = tmp_path / "tiles"
-    tiles = write_tiles(folder, scene(400, 400, [(180, 170, 230, 225), INSIDE]), 200)
+    tiles = write_tiles(folder, scene(570, 570, [(180, 170, 230, 225), INSIDE]), 190)
     run_dir = tmp_path / "run"
     kw = dict(chunk_size=100, max_building_size_m=20.0, run_dir=run_dir, texture=False)
     first = run(config(tmp_path, red_roof_model, [folder], **kw))
-    assert first.metadata["units"] == 16 and len(first.buildings) == 2
+    assert first.metadata["units"] == 36 and len(first.buildings) == 2
     manifest = json.loads((run_dir / "manifest.json").read_text())
     (entry,) = manifest["inputs"]
-    assert entry["mosaic"] == "mosaic_t0000_0000_4tiles" and len(entry["tiles"]) == 4
+    assert entry["mosaic"] == "mosaic_t0000_0000_9tiles" and len(entry["tiles"]) == 9
     again = run(config(tmp_path, red_roof_model, [folder], resume=True, **kw))
-    assert again.metadata["units_resumed"] == 16 and len(again.buildings) == 2
-    # a new building in the bottom-right tile: only the units reading that tile (9 of 16) run again
-    rgb = scene(200, 200, [(40, 40, 60, 60), (0, 0, 30, 25)])  # the second: its part of the corner building
-    write_rgb(tiles[-1], rgb, transform=from_origin(X0 + 60, Y0 - 60, GSD, GSD))
+    assert again.metadata["units_resumed"] == 36 and len(again.buildings) == 2
+    # a new building in the bottom-right tile (pixels 380..570): only the units whose pixels depend on that
+    # tile run again: those whose read window (core + 67 px halo) or the model windows touching it (64 px,
+    # stride 48) reach it. Cores from 200 on (16 of 36): the read window of core 200..300 ends at 367, but the
+    # windows it runs reach 400.
+    rgb = scene(190, 190, [(40, 40, 60, 60)])
+    write_rgb(tiles[-1], rgb, transform=from_origin(X0 + 380 * GSD, Y0 - 380 * GSD, GSD, GSD))
     changed = run(config(tmp_path, red_roof_model, [folder], resume=True, **kw))
-    assert changed.metadata["units_resumed"] == 7
+    assert changed.metadata["units_resumed"] == 20
     assert len(changed.buildings) == 3
 
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,7 +28,10 @@ from bldgseg.runstate import (
     write_error_part,
     write_part,
 )
-from tests.conftest import scene, write_rgb
+from tests.conftest import REPO, scene, write_rgb
+
+#: ``tests/merge_pause_preload.py``'s variable (not imported here: importing it patches the merge).
+PAUSED_ENV = "BLDGSEG_TEST_MERGE_PAUSED"
 
 BOXES = [(r, c, r + 20, c + 30) for r in range(10, 236, 70) for c in range(15, 226, 80)]
 
@@ -214,3 +222,39 @@ def test_merge_is_atomic(tmp_path):
     out = pyogrio.read_dataframe(dest, layer="buildings")
     assert out.crs.to_epsg() == 4326 and len(out) == 1 and out.geometry.is_valid.iloc[0]
     assert "layer_styles" in {name for name, _ in pyogrio.list_layers(dest)}
+
+
+def test_sigkill_during_the_final_merge_leaves_the_old_output(tmp_path, red_roof_model, image):
+    """README: "an interrupted run never leaves a half-written GeoPackage": a real ``kill -9`` of ``bldgseg run``
+    half-way through the merge (held there by ``tests/merge_pause_preload.py``) leaves the old output as it
+    was, byte for byte; the run then finishes with ``--resume``."""
+    out, run_dir, paused = tmp_path / "out.gpkg", tmp_path / "rd", tmp_path / "paused.txt"
+    run(config(tmp_path, red_roof_model, [image]))
+    old, reference = out.read_bytes(), buildings_of(out)
+    command = [sys.executable, "-m", "bldgseg", "run", str(image), "-o", str(out), "--model", str(red_roof_model)]
+    command += ["--device", "cpu", "--chunk-size", "64", "--max-building-size", "10", "--min-area", "0"]
+    command += ["--simplify", "0", "--overwrite", "--run-dir", str(run_dir)]
+    command += ["--preload", str(REPO / "tests" / "dask_preload.py")]  # registers the test model
+    command += ["--preload", str(REPO / "tests" / "merge_pause_preload.py")]
+    env = dict(os.environ, PYTHONPATH=str(REPO), **{PAUSED_ENV: str(paused)})
+    with open(tmp_path / "client.log", "wb") as log:
+        client = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        while not paused.exists() and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert paused.exists(), (tmp_path / "client.log").read_text()[-3000:]
+        client.send_signal(signal.SIGKILL)
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == -signal.SIGKILL
+    assert out.read_bytes() == old
+    writing = Path(paused.read_text())  # the merge was writing here, next to the output, under a hidden name
+    assert writing.parent == out.parent and writing.name.startswith(".out.gpkg.") and writing.exists()
+    assert len(parts(run_dir)) == 16  # every unit had finished: the kill hit the merge
+    resumed = run(config(tmp_path, red_roof_model, [image], run_dir=run_dir, resume=True, overwrite=True))
+    assert resumed.metadata["units_resumed"] == 16
+    pd.testing.assert_frame_equal(buildings_of(out), reference)
+    assert not writing.exists()  # the killed writer's temporary file went with the next merge

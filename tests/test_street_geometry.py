@@ -42,7 +42,7 @@ def measure(boxes: list[Box], shot: Shot, **kwargs) -> dict[int, dict]:
 
 
 def check(obs: dict, box: Box, wall_length: float, front: bool = True) -> None:
-    assert obs["height_m"] == pytest.approx(box.height, rel=0.05)
+    assert obs["height_m"] == pytest.approx(box.height, rel=0.01)
     assert obs["width_m"] == pytest.approx(wall_length, rel=0.05)
     assert obs["width_complete"]
     assert obs["floors"] == box.storeys
@@ -105,7 +105,7 @@ def test_car_hiding_the_base_uses_the_camera_height():
     wide_car = Box(-8.0, 16.0, 16.0, 1.5, 1.6, label=CAR)  # hides the whole base of the facade
     obs = measure([NORTH, car, wide_car], Shot(0.0, 0.0, 1.6, 0.0, 640, 480, 70.0))
     assert obs[0]["height_base"] == "camera height"
-    assert obs[0]["height_m"] == pytest.approx(NORTH.height, rel=0.05)
+    assert obs[0]["height_m"] == pytest.approx(NORTH.height, rel=0.01)
     assert obs[0]["floors"] == NORTH.storeys
     assert set(obs) == {0}  # cars are not in the footprints
 
@@ -115,7 +115,7 @@ def test_facade_cut_by_a_tree_is_measured_as_incomplete():
     obs = measure([NORTH, tree], Shot(0.0, 0.0, 1.6, 0.0, 640, 480, 70.0))
     assert not obs[0]["width_complete"]
     assert obs[0]["width_m"] < NORTH.length - 1.0
-    assert obs[0]["height_m"] == pytest.approx(NORTH.height, rel=0.05)
+    assert obs[0]["height_m"] == pytest.approx(NORTH.height, rel=0.01)
 
 
 def test_map_scale_factor_converts_grid_metres_to_true_metres():
@@ -189,6 +189,6 @@ def test_speckle_noise_in_the_labels_does_not_move_the_measurements():
     noisy[speckles] = rng.integers(0, len(CLASSES), speckles.sum())
     fp = Footprints.from_geometries([shapely.Polygon(NORTH.corners())])
     (obs,) = measure_photo(noisy, ROLES, camera_for(shot), 0.0, 0.0, 1.6, fp)
-    assert obs.height_m == pytest.approx(NORTH.height, rel=0.05)
+    assert obs.height_m == pytest.approx(NORTH.height, rel=0.01)
     assert obs.width_m == pytest.approx(NORTH.length, rel=0.05)
     assert obs.floors == NORTH.storeys

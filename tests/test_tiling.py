@@ -7,7 +7,15 @@ import pytest
 from rasterio.windows import Window
 
 from bldgseg.errors import InputError
-from bldgseg.tiling import Chunk, iter_windows, model_shape, plan_chunks, skip_empty
+from bldgseg.tiling import (
+    Chunk,
+    WindowLayout,
+    iter_windows,
+    model_shape,
+    plan_chunks,
+    plan_layout,
+    skip_empty,
+)
 
 
 def coverage(height: int, width: int, windows: list[Window]) -> np.ndarray:
@@ -108,3 +116,14 @@ def test_skip_empty() -> None:
     assert skip_empty(windows, np.zeros((300, 300), bool)) == []
     # Windows larger than the array (small-array case) look only at the part inside.
     assert skip_empty([Window(0, 0, 256, 256)], np.ones((10, 10), bool)) == [Window(0, 0, 256, 256)]
+
+
+def test_window_layout_parts_keep_the_order_of_the_whole() -> None:
+    layout = plan_layout(1000, 700, 256, 32)
+    assert layout.windows() == iter_windows(1000, 700, 256, 32)
+    part = layout.touching((300, 500), (0, 10))
+    assert part.rows == (224, 448) and part.cols == (0,)
+    assert [w for w in layout.windows() if w in part.windows()] == part.windows()
+    assert part.extent() == (224, 704, 0, 256)
+    assert part.shifted(224, 0) == WindowLayout(256, (0, 224), (0,))
+    assert len(layout) == len(layout.windows()) == 5 * 3

@@ -42,6 +42,7 @@ from bldgseg.pipeline.plan import (
     RasterPlan,
     WorkUnit,
     gdal_cache_mb,
+    model_reach,
     output_crs,
     plan_rasters,
     plan_units,
@@ -128,7 +129,12 @@ def _execute(
     rasters = _open_rasters(plan)
     mosaics = {m.path: m for m in plan.mosaics}
     settings.gdal_cache_mb = gdal_cache_mb(rasters, config.chunk_size, config.max_building_size_m)
-    units = plan_units(rasters, config.chunk_size, config.max_building_size_m, mosaics)
+    reach = model_reach(
+        card.gsd_m,
+        settings.tile_size or card.tile_size,
+        card.overlap if settings.overlap is None else settings.overlap,
+    )
+    units = plan_units(rasters, config.chunk_size, config.max_building_size_m, mosaics, reach)
     stats = execute_units(config, settings, units, rasters, rundir, progress, mosaics)
     finished, failed = rundir.records([u.uid for u in units])
     return Execution(card, settings, units, rundir, stats, finished, failed, rasters, mosaics)

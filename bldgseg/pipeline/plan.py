@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs
+from bldgseg.modelgrid import ModelGrid
 from bldgseg.mosaic import Mosaic, MosaicTile, plan_mosaics, vrt_digest
 from bldgseg.pipeline.config import RunConfig
 from bldgseg.runstate import MOSAICS
@@ -61,16 +62,33 @@ def halo_pixels(info: RasterInfo, max_building_size_m: float) -> int:
     return int(np.ceil(max_building_size_m / info.gsd_m))
 
 
+#: ``reach(info, read) -> Window``: the source pixels a chunk with read window ``read`` takes its pixels from.
+Reach = Callable[[RasterInfo, Window], Window]
+
+
+def model_reach(model_gsd_m: float, tile_size: int, overlap: int) -> Reach:
+    """The :data:`Reach` of a model: a chunk reads every model window of the raster's grid that touches its
+    read window (:meth:`bldgseg.modelgrid.ModelGrid.chunk_region`), up to a window beyond it on each side."""
+
+    def reach(info: RasterInfo, read: Window) -> Window:
+        grid = ModelGrid.for_raster(info.height, info.width, info.gsd_m / model_gsd_m, tile_size, overlap)
+        return grid.source_window(grid.chunk_region(read).model)
+
+    return reach
+
+
 def plan_units(
     infos: list[RasterInfo],
     chunk_size: int,
     max_building_size_m: float,
     mosaics: Mapping[Path, Mosaic] | None = None,
+    reach: Reach | None = None,
 ) -> list[WorkUnit]:
     """Split every raster into chunks with a halo; small rasters are one unit. Each unit gets a stable id.
 
     A raster that is one of ``mosaics`` (keyed by VRT path) gets the unit's tiles; chunks whose core covers
-    no tile (gaps of an L-shaped mosaic) are left out, there is nothing to find there.
+    no tile (gaps of an L-shaped mosaic) are left out, there is nothing to find there. The id hashes the tiles
+    under ``reach(info, read)`` (default: the read window), the pixels the unit's result depends on.
     """
     mosaics = mosaics or {}
     units: list[WorkUnit] = []
@@ -85,7 +103,8 @@ def plan_units(
                 if not mosaic.tiles_in_window(chunk.core):
                     continue
                 tiles = mosaic.tiles_in_window(chunk.read)
-                text += "|" + "|".join(file_identity(t.path) for t in tiles)
+                read = chunk.read if reach is None else reach(info, chunk.read)
+                text += "|" + "|".join(file_identity(t.path) for t in mosaic.tiles_in_window(read))
             uid = hashlib.sha1(text.encode()).hexdigest()[:20]
             units.append(WorkUnit(info, chunk, len(units), uid, tiles))
     return units

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import rasterio
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
@@ -25,16 +24,17 @@ from rasterio.windows import transform as window_transform
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
 from bldgseg.errors import BldgsegError, DeviceError, ModelError
 from bldgseg.inference import Predictor, resolve_device
-from bldgseg.instances import label_instances, resample_instance_maps
-from bldgseg.io import RasterInfo, read_rgb
+from bldgseg.instances import label_instances
+from bldgseg.io import RasterInfo
+from bldgseg.modelgrid import ModelGrid
 from bldgseg.models import load_checkpoint
 from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
 from bldgseg.postprocess import postprocess_chunk
+from bldgseg.resample import maps_to_source, read_model_region, valid_to_source
 from bldgseg.runstate import UnitRecord, write_error_part, write_part
-from bldgseg.tiling import model_shape
 from bldgseg.vectorize import instance_outlines, mask_to_polygons
 
 
@@ -103,25 +103,28 @@ def predict_chunk(
     unit: WorkUnit, predictor: Predictor, instances: bool = False, threshold: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Probability, validity and (with ``instances``) instance labels on the source grid of the unit's read
-    window. The model sees the window resampled to its GSD; its maps are resampled back (bilinear, offsets
-    rescaled), so building pixels are the same with or without instances. ``threshold``: the card's if None.
+    window. ``threshold``: the card's if None.
+
+    The chunk runs its part of the raster's own model grid (:mod:`bldgseg.modelgrid`): the windows of a
+    whole-raster run that touch it, on model pixels resampled exactly as for the whole raster, and its maps are
+    resampled back in the raster's coordinates, so every pixel comes out as in a single-chunk run whatever the
+    chunk size (up to floating-point effects of batch composition and thread count, see docs/architecture.md).
+    Offsets are rescaled to the source grid, so building pixels are the same with or without instances.
     """
     info, read = unit.info, unit.chunk.read
     scale = info.gsd_m / predictor.card.gsd_m
-    shape = model_shape(read, scale)
-    rgb, valid = read_rgb(info, read, out_shape=shape)
-    source_shape = (int(read.height), int(read.width))
+    grid = ModelGrid.for_raster(info.height, info.width, scale, predictor.tile_size, predictor.overlap)
+    region = grid.chunk_region(read)
+    rgb, model_valid = read_model_region(info, grid, region.model)
+    origin = (int(region.model.row_off), int(region.model.col_off))
     if instances:
-        maps = resample_instance_maps(predictor.predict_instances(rgb, valid), source_shape)
+        maps = predictor.predict_instances(rgb, model_valid, layout=region.layout)
+        maps = maps_to_source(maps, grid, origin, read, offset_channels=(2, 3))
     else:
-        maps = predictor.predict(rgb, valid)[None]
-        if shape != source_shape:
-            tensor = torch.from_numpy(maps)[None]
-            maps = F.interpolate(tensor, size=source_shape, mode="bilinear", align_corners=False)[0].numpy()
-    if shape != source_shape:
-        mask = torch.from_numpy(valid.astype(np.float32))[None, None]
-        valid = F.interpolate(mask, size=source_shape, mode="nearest")[0, 0].numpy() > 0.5
-        maps[:, ~valid] = 0.0
+        maps = predictor.predict(rgb, model_valid, layout=region.layout)[None]
+        maps = maps_to_source(maps, grid, origin, read)
+    valid = valid_to_source(model_valid, grid, origin, read)
+    maps[:, ~valid] = 0.0
     prob = np.ascontiguousarray(maps[0], dtype=np.float32)
     if not instances:
         return prob, valid, None
@@ -178,12 +181,16 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
 def _vectorize(
     unit: WorkUnit, settings: UnitSettings, prob: np.ndarray, labels: np.ndarray | None
 ) -> gpd.GeoDataFrame:
-    """Raw polygons of the read window: one per instance label, else per connected component above threshold."""
+    """Raw polygons of the read window: one per instance label, else per connected component above threshold
+    (post-processing simplifies them).
+
+    Vertices come from the raster's own pixel coordinates and transform, so a building gets bit-identical
+    vertices from every chunk that sees it whole."""
     info = unit.info
-    transform = window_transform(unit.chunk.read, info.transform)
+    origin = (int(unit.chunk.read.row_off), int(unit.chunk.read.col_off))
     if labels is not None:
-        return instance_outlines(labels, transform, info.crs, prob=prob)
-    return mask_to_polygons(prob >= settings.threshold, transform, info.crs, prob=prob)
+        return instance_outlines(labels, info.transform, info.crs, prob=prob, pixel_origin=origin)
+    return mask_to_polygons(prob >= settings.threshold, info.transform, info.crs, prob=prob, pixel_origin=origin)
 
 
 def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord:
