@@ -11,7 +11,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import Polygon
 
-__all__ = ["regularize_metric", "regularize_polygon"]
+__all__ = ["outline_angle", "regularize_metric", "regularize_outline", "regularize_polygon"]
 
 # regularize_polygon: result area must stay within this fraction of the input's, else the fallback is used
 _MAX_AREA_CHANGE = 0.2
@@ -23,6 +23,8 @@ _MIN_RUN_FRACTION = 0.08
 _COARSE_TOL_FRACTION = 0.15
 # choosing among candidate directions: IoU with the input minus this per extra corner (staircases lose)
 _CORNER_PENALTY = 0.01
+# a preferred direction (regularize_outline's angle) wins unless another scores this much better
+_PREFERRED_BONUS = 0.02
 # below this IoU with the input the outline is not orthogonal (e.g. a crossing of two wings at 45 degrees)
 _MIN_IOU = 0.8
 
@@ -257,8 +259,24 @@ def _snap_polygon(
     return result
 
 
-def _regularize(polygon: Polygon, tol: float) -> Polygon:
-    """``regularize_polygon`` with the outline-noise tolerance ``tol`` (polygon units) given."""
+def regularize_outline(polygon: Any, tol: float, angle: float | None = None) -> Any:
+    """:func:`regularize_polygon` with the outline-noise scale ``tol`` given (polygon units, e.g. one pixel) and,
+    optionally, a preferred direction (degrees mod 90: a neighbour's) that wins unless another scores clearly
+    better; anything but a Polygon comes back unchanged."""
+    return _regularize(polygon, tol, angle) if isinstance(polygon, Polygon) else polygon
+
+
+def outline_angle(polygon: Polygon) -> float:
+    """Direction (degrees mod 90) of the longest edge of a polygon's exterior."""
+    c = np.asarray(polygon.exterior.coords)[:, :2]
+    d = np.diff(c, axis=0)
+    k = int(np.argmax(np.hypot(d[:, 0], d[:, 1])))
+    return float(np.mod(np.degrees(np.arctan2(d[k, 1], d[k, 0])), 90.0))
+
+
+def _regularize(polygon: Polygon, tol: float, angle: float | None = None) -> Polygon:
+    """``regularize_polygon`` with the outline-noise tolerance ``tol`` (polygon units) given; ``angle``: a
+    preferred direction, tried first and winning unless another scores ``_PREFERRED_BONUS`` better."""
     if not isinstance(polygon, Polygon) or polygon.is_empty or not polygon.area > 0:
         return polygon
     scale = math.sqrt(polygon.area)
@@ -267,7 +285,9 @@ def _regularize(polygon: Polygon, tol: float) -> Polygon:
         return _fallback(polygon, tol)
     ring_sides = [_sides(r, max(tol, _SIDE_TOL_FRACTION * scale)) for r in rings]
     # candidate directions: the side histogram at two scales and the minimum rotated rectangle's
-    candidates = [_dominant_angle([s for rs in ring_sides for s in rs])]
+    preferred = angle
+    candidates = [] if preferred is None else [preferred]
+    candidates.append(_dominant_angle([s for rs in ring_sides for s in rs]))
     candidates.append(_dominant_angle(_sides(rings[0], max(tol, _COARSE_TOL_FRACTION * scale))))
     candidates.append(_mrr_angle(polygon))
     best: Polygon | None = None
@@ -283,6 +303,8 @@ def _regularize(polygon: Polygon, tol: float) -> Polygon:
         inter = result.intersection(polygon).area
         iou = inter / (result.area + polygon.area - inter)
         score = iou - _CORNER_PENALTY * (len(result.exterior.coords) - 5)
+        if angle is preferred:
+            score += _PREFERRED_BONUS
         if score > best_score:
             best, best_score, best_iou = result, score, iou
     if best is None or best_iou < _MIN_IOU:

@@ -16,7 +16,15 @@ from bldgseg.errors import InputError
 from bldgseg.geo_metric import METRIC_EPSG_COLUMN, from_metric, to_metric
 from bldgseg.regularize import regularize_metric
 
-__all__ = ["instances_to_polygons", "label_image_to_polygons", "mask_to_polygons"]
+__all__ = [
+    "instance_outlines",
+    "instances_to_polygons",
+    "label_image_to_polygons",
+    "mask_to_polygons",
+    "metric_areas",
+    "refine_outlines",
+    "simplify_coverage",
+]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -150,14 +158,44 @@ def mask_to_polygons(
         return gdf
 
     metric = to_metric(gdf)
-    mgeoms = np.asarray(metric.geometry.values, dtype=object)
-    keep = shapely.area(mgeoms) >= min_area_m2 if min_area_m2 > 0 else np.ones(len(gdf), dtype=bool)
-    gdf, metric, mgeoms = gdf[keep], metric[keep], mgeoms[keep]
+    keep = _areas(metric) >= min_area_m2 if min_area_m2 > 0 else np.ones(len(gdf), dtype=bool)
+    return _refine(gdf[keep], metric[keep], transform, simplify_m, regularize)
+
+
+def metric_areas(gdf: gpd.GeoDataFrame) -> np.ndarray:
+    """Area of each row in m², measured in the UTM zone of its own centroid."""
+    return _areas(to_metric(gdf))
+
+
+def _areas(metric: gpd.GeoDataFrame) -> np.ndarray:
+    return shapely.area(np.asarray(metric.geometry.values, dtype=object))
+
+
+def refine_outlines(
+    gdf: gpd.GeoDataFrame, transform: Affine, simplify_m: float = 0.0, regularize: bool = False
+) -> gpd.GeoDataFrame:
+    """Each polygon simplified by ``simplify_m`` (Douglas-Peucker, topology preserving) or regularized, in its
+    UTM zone, as :func:`mask_to_polygons` does; ``transform`` gives the pixel size (regularization's noise
+    scale). Rows keep their ``confidence``; a fresh RangeIndex."""
+    if gdf.empty or (simplify_m <= 0 and not regularize):
+        return gdf.reset_index(drop=True)
+    return _refine(gdf, to_metric(gdf), transform, simplify_m, regularize)
+
+
+def _refine(
+    gdf: gpd.GeoDataFrame,
+    metric: gpd.GeoDataFrame,
+    transform: Affine,
+    simplify_m: float,
+    regularize: bool,
+) -> gpd.GeoDataFrame:
+    """:func:`refine_outlines` with the metric copy of ``gdf`` (from ``to_metric``) given."""
+    crs = gdf.crs
     if len(gdf) == 0:
         return _empty(crs)
     if simplify_m <= 0 and not regularize:
         return gdf.reset_index(drop=True)
-
+    mgeoms = np.asarray(metric.geometry.values, dtype=object)
     if regularize:
         mgeoms = regularize_metric(gdf, mgeoms, transform, simplify_m)
     else:
@@ -233,15 +271,14 @@ def instances_to_polygons(
     hairline gaps or overlaps. Rows: ``confidence`` and a ``Polygon`` (pieces of one building that touch only
     at a corner become rows of their own, as in :func:`mask_to_polygons`). ``pixel_origin``: as there.
     """
-    gdf = label_image_to_polygons(labels, transform, crs, prob, pixel_origin).drop(columns="label")
-    gdf = gdf.explode(index_parts=False, ignore_index=True)  # pixels touching at a corner: separate rows
+    gdf = instance_outlines(labels, transform, crs, prob, pixel_origin)
     if gdf.empty or not (min_area_m2 > 0 or simplify_m > 0 or regularize):
         return gdf
     if crs is None:
         raise InputError("labels: min_area_m2, simplify_m and regularize need a CRS; pass the raster's crs")
     metric = to_metric(gdf)
     if min_area_m2 > 0:
-        keep = shapely.area(np.asarray(metric.geometry.values, dtype=object)) >= min_area_m2
+        keep = _areas(metric) >= min_area_m2
         gdf, metric = gdf[keep].reset_index(drop=True), metric[keep].reset_index(drop=True)
         if gdf.empty:
             return gdf
@@ -251,7 +288,30 @@ def instances_to_polygons(
         )
         back = from_metric(mgeoms, metric[METRIC_EPSG_COLUMN].to_numpy(), crs)
         return gpd.GeoDataFrame({"confidence": gdf["confidence"].to_numpy()}, geometry=back.values, crs=crs)
+    return simplify_coverage(gdf, simplify_m * crs_units_per_m)
+
+
+def instance_outlines(
+    labels: np.ndarray,
+    transform: Affine,
+    crs: Any,
+    prob: np.ndarray | None = None,
+    pixel_origin: tuple[int, int] | None = None,
+) -> gpd.GeoDataFrame:
+    """One row per polygon of each building of an instance label image (columns ``confidence``, ``geometry``):
+    :func:`label_image_to_polygons` with pieces that touch only at a corner as rows of their own."""
+    gdf = label_image_to_polygons(labels, transform, crs, prob, pixel_origin).drop(columns="label")
+    return gdf.explode(index_parts=False, ignore_index=True)
+
+
+def simplify_coverage(gdf: gpd.GeoDataFrame, tolerance: float) -> gpd.GeoDataFrame:
+    """Buildings that share edges simplified together (``shapely.coverage_simplify``, ``tolerance`` in CRS
+    units): each shared edge is simplified once and stays shared. Rows keep their ``confidence``."""
+    if gdf.empty or tolerance <= 0:
+        return gdf.reset_index(drop=True)
     simplified = shapely.coverage_simplify(
-        np.asarray(gdf.geometry.values, dtype=object), simplify_m * crs_units_per_m, simplify_boundary=True
+        np.asarray(gdf.geometry.values, dtype=object), tolerance, simplify_boundary=True
     )
-    return gpd.GeoDataFrame({"confidence": gdf["confidence"].to_numpy()}, geometry=list(simplified), crs=crs)
+    return gpd.GeoDataFrame(
+        {"confidence": gdf["confidence"].to_numpy()}, geometry=list(simplified), crs=gdf.crs
+    )

@@ -96,6 +96,20 @@ def test_simplified_neighbours_still_share_their_edge(tmp_path, roof_instance_mo
     assert union.area == pytest.approx(sum(footprint(*b).area for b in ROW), rel=0.01)
 
 
+def test_regularized_neighbours_keep_exact_shared_walls_across_chunk_seams(tmp_path, roof_instance_model):
+    image = write_rgb(tmp_path / "row.tif", scene(200, 240, ROW, ROOF_SHADES))
+    cfg = config(tmp_path, roof_instance_model, [image], regularize=True, chunk_size=100, max_building_size_m=20.0)
+    geoms = list(run(cfg).buildings.geometry)
+    assert_exact_partition(geoms, [footprint(*b) for b in ROW])
+    assert shapely.coverage_is_valid(np.array(geoms, dtype=object))
+    for g in geoms:  # right angles, and straight where a neighbour's corner meets the wall (a T-junction)
+        c = np.asarray(g.exterior.coords)[:-1]
+        after, before = np.roll(c, -1, axis=0) - c, c - np.roll(c, 1, axis=0)
+        turn = after[:, 0] * before[:, 1] - after[:, 1] * before[:, 0]
+        dot = np.sum(after * before, axis=1)
+        assert np.all((np.abs(dot) < 1e-6) | (np.abs(turn) < 1e-6))
+
+
 def test_instances_need_an_instance_model(tmp_path, red_roof_model):
     image = write_rgb(tmp_path / "a.tif", scene(128, 128, [(10, 10, 40, 50)]))
     with pytest.raises(ModelError, match="no instance head"):

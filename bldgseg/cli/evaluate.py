@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bldgseg.cli.options import out_folder_option, overwrite_option, threshold_option
+from bldgseg.cli.options import min_area_option, out_folder_option, overwrite_option, threshold_option
 
 if TYPE_CHECKING:
     from bldgseg.evaluation import EvaluationReport
@@ -48,8 +48,20 @@ def summary_table(report: EvaluationReport) -> Table:
         ("merged", polygon["merged"]),
         ("split", polygon["split"]),
     ]
+    whole = report.whole_area.get("polygon") if report.whole_area else None
+    if whole:
+        rows += [
+            ("whole-area polygon precision", whole["precision"]),
+            ("whole-area polygon recall", whole["recall"]),
+            ("whole-area polygon F1", whole["f1"]),
+            ("whole-area buildings pred / truth", f"{whole['n_pred']} / {whole['n_truth']}"),
+        ]
     for label, value in rows:
         table.add_row(label, _fmt(value))
+    if report.fragment_share:
+        from bldgseg.evaluation.report import fragment_label, fragment_value
+
+        table.add_row(fragment_label(report.fragment_share), fragment_value(report.fragment_share))
     return table
 
 
@@ -80,6 +92,12 @@ def evaluate_command(
     edge_rule: Annotated[
         str, typer.Option("--edge-rule", help="Buildings cut by an image edge: clip (default) or point.")
     ] = "clip",
+    min_area: Annotated[
+        float | None,
+        min_area_option(
+            "Fragment share: polygons under this (m²) are fragments (default: the model card's, else the run's)."
+        ),
+    ] = None,
     overwrite: Annotated[bool, overwrite_option("Replace an existing report.")] = False,
 ) -> None:
     """Compare predictions with ground truth: pixel and polygon metrics, report with overlay pictures."""
@@ -95,6 +113,7 @@ def evaluate_command(
         iou_threshold=iou_threshold,
         threshold=threshold,
         edge_rule=edge_rule,
+        min_area_m2=min_area,
     )
     written = write_report(report, out, overwrite=overwrite)
     Console().print(summary_table(report))

@@ -60,9 +60,9 @@ def threshold_option(help: str, min: float | None = 0.0, max: float | None = 1.0
     return typer.Option("--threshold", min=min, max=max, help=help)
 
 
-def min_area_option(help: str) -> Any:
-    """``--min-area``: drop buildings smaller than this (m²)."""
-    return typer.Option("--min-area", help=help)
+def min_area_option(help: str, rich_help_panel: str | None = None) -> Any:
+    """``--min-area``: the smallest building (m²)."""
+    return typer.Option("--min-area", min=0.0, help=help, rich_help_panel=rich_help_panel)
 
 
 def simplify_option(help: str) -> Any:
@@ -70,9 +70,12 @@ def simplify_option(help: str) -> Any:
     return typer.Option("--simplify", help=help)
 
 
-def regularize_option(help: str | None = None) -> Any:
-    """``--regularize``: square off building outlines."""
-    return typer.Option("--regularize", help=help)
+def regularize_option(
+    help: str | None = None, negatable: bool = False, rich_help_panel: str | None = None
+) -> Any:
+    """``--regularize`` (``--regularize/--no-regularize`` when ``negatable``): square off building outlines."""
+    name = "--regularize/--no-regularize" if negatable else "--regularize"
+    return typer.Option(name, help=help, rich_help_panel=rich_help_panel)
 
 
 def chunk_size_option(help: str | None = None) -> Any:

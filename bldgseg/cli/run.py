@@ -63,9 +63,49 @@ RunTtaOpt = Annotated[bool, tta_option("Average over flips (4x slower, smoother)
 RunThresholdOpt = Annotated[float | None, threshold_option("Probability cut (default: card's).")]
 TileSizeOpt = Annotated[int | None, typer.Option("--tile-size", help="Model window in pixels.")]
 OverlapOpt = Annotated[int | None, typer.Option("--overlap", help="Window overlap in pixels.")]
-RunMinAreaOpt = Annotated[float, min_area_option("Drop buildings smaller than this (m²).")]
+POSTPROCESS_PANEL = "Post-processing (default: the model card's)"
+RunMinAreaOpt = Annotated[
+    float | None,
+    min_area_option(
+        "Smallest building (m²): smaller fragments join a building they touch (--merge-fragments) or are "
+        f"dropped. Default: the model card's, else {DEFAULT_MIN_AREA_M2:g}.",
+        rich_help_panel=POSTPROCESS_PANEL,
+    ),
+]
 RunSimplifyOpt = Annotated[float, simplify_option("Simplification tolerance in metres.")]
-RunRegularizeOpt = Annotated[bool, regularize_option("Square off building outlines.")]
+RunRegularizeOpt = Annotated[
+    bool | None,
+    regularize_option("Square off outlines (shared walls kept).", negatable=True, rich_help_panel=POSTPROCESS_PANEL),
+]
+HoleAreaOpt = Annotated[
+    float | None,
+    typer.Option("--hole-area", min=0.0, help="Fill holes smaller than this (m²).", rich_help_panel=POSTPROCESS_PANEL),
+]
+OpeningOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--opening-m",
+        min=0.0,
+        help="Cut spurs and necks narrower than this (m; morphological opening).",
+        rich_help_panel=POSTPROCESS_PANEL,
+    ),
+]
+MergeFragmentsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--merge-fragments/--no-merge-fragments",
+        help="Join fragments under --min-area to the building they share an edge with.",
+        rich_help_panel=POSTPROCESS_PANEL,
+    ),
+]
+NoPostprocessOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-postprocess",
+        help="Ignore the card's post-processing: only the steps given as options run.",
+        rich_help_panel=POSTPROCESS_PANEL,
+    ),
+]
 RunInstancesOpt = Annotated[
     bool | None,
     instances_option("Separate touching buildings with the model's instance head (default: when the card has one)."),
@@ -103,6 +143,8 @@ RUN_CONFIG_FLAGS = (
     "tile_size",
     "overlap",
     "regularize",
+    "opening_m",
+    "merge_fragments",
     "instances",
     "chunk_size",
     "ndsm",
@@ -131,9 +173,13 @@ def run(
     threshold: RunThresholdOpt = None,
     tile_size: TileSizeOpt = None,
     overlap: OverlapOpt = None,
-    min_area: RunMinAreaOpt = DEFAULT_MIN_AREA_M2,
+    min_area: RunMinAreaOpt = None,
     simplify: RunSimplifyOpt = 0.2,
-    regularize: RunRegularizeOpt = False,
+    regularize: RunRegularizeOpt = None,
+    hole_area: HoleAreaOpt = None,
+    opening_m: OpeningOpt = None,
+    merge_fragments: MergeFragmentsOpt = None,
+    no_postprocess: NoPostprocessOpt = False,
     instances: RunInstancesOpt = None,
     chunk_size: RunChunkSizeOpt = 4096,
     max_building_size: MaxBuildingSizeOpt = 60.0,
@@ -187,6 +233,8 @@ def build_run_config(flags: dict[str, Any], executor: ExecutorOptions) -> RunCon
         **{name: flags[name] for name in RUN_CONFIG_FLAGS},
         bands=parse_bands(flags["bands"]),
         min_area_m2=flags["min_area"],
+        hole_area_m2=flags["hole_area"],
+        postprocess=not flags["no_postprocess"],
         simplify_m=flags["simplify"],
         max_building_size_m=flags["max_building_size"],
         texture=not flags["no_texture"],

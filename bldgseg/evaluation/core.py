@@ -1,7 +1,8 @@
-"""``evaluate``: score predictions against ground truth per image and overall, into an ``EvaluationReport``.
+"""``evaluate``: score predictions against ground truth per image, overall and whole-area, into a report.
 
 Truth is reprojected to each image's CRS and scored on that image's unit (``bldgseg.evaluation.units``) with
-the metrics of ``bldgseg.evaluation.metrics``; overall metrics are those of the counts summed over images.
+the metrics of ``bldgseg.evaluation.metrics``; overall metrics are those of the counts summed over images;
+whole-area metrics match once over the union of the images (``bldgseg.evaluation.whole_area``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS
 
+from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import InputError
 from bldgseg.evaluation.metrics import (
     DEFINITIONS,
@@ -29,19 +31,38 @@ from bldgseg.evaluation.metrics import (
     summarize_attribute_errors,
 )
 from bldgseg.evaluation.report import EvaluationReport, ImageView
-from bldgseg.evaluation.sources import PathLike, find_sources, read_vectors, to_paths, truth_from_masks
+from bldgseg.evaluation.sources import (
+    PathLike,
+    find_sources,
+    read_vectors,
+    run_min_area,
+    to_paths,
+    truth_from_masks,
+)
 from bldgseg.evaluation.units import (
     EDGE_RULES,
+    Grid,
     Unit,
     counted_polygons,
     raster_units,
     select_near,
     vector_units,
 )
+from bldgseg.evaluation.whole_area import WholeAreaScorer, image_regions
 from bldgseg.progress import ProgressFn
 
 __all__ = ["ProgressFn", "evaluate"]
 
+WHOLE_AREA_DEFINITIONS = [
+    "whole area: images whose footprints touch or overlap form a region; predictions and truth are clipped to "
+    "the union of the region's footprints (truth from mask rasters also to the masks' extents, its pieces "
+    "touching across raster edges dissolved) and matched once, so a building cut by tile edges counts as the "
+    "pieces it became; counts summed over regions; its pixel counts are the overall ones (exact when images "
+    "do not overlap)",
+    "fragment share: predicted polygons (whole-area, measured whole in their UTM zone) smaller than the minimum "
+    "building area, over all of them; the minimum is the one given, else the model card's, else the run's, "
+    f"else {DEFAULT_MIN_AREA_M2:g} m²",
+]
 
 
 @dataclass
@@ -112,21 +133,58 @@ def _read_truth(
     return truth, coverage, {}
 
 
+@dataclass
+class _Predictions:
+    """The units to score, their number, settings, the footprint layer read (None for rasters) and files."""
+
+    units: Iterable[Unit]
+    total: int
+    settings: dict[str, Any]
+    frame: gpd.GeoDataFrame | None
+    files: list[Path]
+
+
 def _prediction_units(
     pred_paths: list[Path],
     images: list[Path] | None,
     pred_layer: str,
     per_image_key: str,
     threshold: float,
-) -> tuple[Iterable[Unit], int, dict[str, Any]]:
-    """The units to score, their number and settings, from footprint files or mask rasters of predictions."""
+) -> _Predictions:
+    """The units to score, from footprint files or mask rasters of predictions."""
     pred_kind, pred_files = find_sources(pred_paths, "predictions")
     if pred_kind == "raster":
-        return raster_units(pred_files, images, threshold), len(pred_files), {}
+        return _Predictions(raster_units(pred_files, images, threshold), len(pred_files), {}, None, pred_files)
     strict = pred_layer != "buildings"
     pred, layers = read_vectors(pred_files, pred_layer, "--pred-layer", strict)
     units, total, unassigned = vector_units(pred, pred_files, images, per_image_key)
-    return units, total, {"pred_layer": layers, "predictions_without_image": unassigned}
+    settings = {"pred_layer": layers, "predictions_without_image": unassigned}
+    return _Predictions(units, total, settings, pred, pred_files)
+
+
+def _min_area(given: float | None, predictions: _Predictions) -> tuple[float, str]:
+    """The minimum building area of the fragment share and where it comes from."""
+    if given is not None:
+        return float(given), "given"
+    if predictions.frame is not None:
+        value, source = run_min_area(predictions.files)
+        if value is not None:
+            return value, source
+    return DEFAULT_MIN_AREA_M2, "default"
+
+
+def _whole_area(
+    grids: list[Grid],
+    preds: list[gpd.GeoDataFrame],
+    truth: gpd.GeoDataFrame,
+    coverage: gpd.GeoSeries | None,
+    iou_threshold: float,
+) -> WholeAreaScorer:
+    """Whole-area matching over the regions of the images (see ``bldgseg.evaluation.whole_area``)."""
+    scorer = WholeAreaScorer(iou_threshold=iou_threshold)
+    for region in image_regions(grids):
+        scorer.add(region, preds, truth, coverage, dissolve_truth=coverage is not None)
+    return scorer
 
 
 def _score_unit(
@@ -198,8 +256,9 @@ def evaluate(
     threshold: float = 0.5,
     edge_rule: str = "clip",
     progress: ProgressFn | None = None,
+    min_area_m2: float | None = None,
 ) -> EvaluationReport:
-    """Score predictions against ground truth per image and overall.
+    """Score predictions against ground truth per image, overall and over the whole area.
 
     ``pred_path``: a footprint file (e.g. ``bldgseg run``'s GeoPackage, layer ``pred_layer``, the images named
     by the ``per_image_key`` column or given as ``images``) or mask/probability rasters (files or folders;
@@ -208,7 +267,10 @@ def evaluate(
     format (layer ``gt_layer``) or mask rasters (pixels outside them are not counted). Truth is reprojected to
     each image's CRS. Several files, or folders (rasters, else footprint files in them), are accepted for
     both. ``edge_rule`` decides which polygons count per image: ``"clip"`` or ``"point"``
-    (``bldgseg.evaluation.units``).
+    (``bldgseg.evaluation.units``). Whole-area scores match once over the union of the images
+    (``bldgseg.evaluation.whole_area``); the fragment share counts predicted polygons under ``min_area_m2``
+    (None: the model card's minimum building area recorded in a ``bldgseg run`` output, else the run's, else
+    ``DEFAULT_MIN_AREA_M2``).
     """
     _check_arguments(edge_rule, threshold, iou_threshold)
     pred_paths, gt_paths = to_paths(pred_path), to_paths(gt_path)
@@ -221,24 +283,38 @@ def evaluate(
     truth, coverage, truth_settings = _read_truth(gt_paths, gt_layer, threshold)
     settings.update(truth_settings)
     image_list = [Path(p) for p in images] if images else None
-    units, total, pred_settings = _prediction_units(
-        pred_paths, image_list, pred_layer, per_image_key, threshold
-    )
-    settings.update(pred_settings)
-    settings["images"] = total
+    predictions = _prediction_units(pred_paths, image_list, pred_layer, per_image_key, threshold)
+    settings.update(predictions.settings)
+    settings["images"] = predictions.total
     settings["edge_rule"] = edge_rule
-    settings["definitions"] = [*DEFINITIONS, EDGE_RULES[edge_rule]]
+    min_area, min_area_source = _min_area(min_area_m2, predictions)
+    settings["min_area_m2"] = min_area
+    settings["min_area_source"] = min_area_source
+    settings["definitions"] = [*DEFINITIONS, EDGE_RULES[edge_rule], *WHOLE_AREA_DEFINITIONS]
 
     per_image: dict[str, dict[str, Any]] = {}
     views: list[ImageView] = []
     totals = _Totals()
-    for done, unit in enumerate(units, start=1):
+    grids: list[Grid] = []
+    unit_preds: list[gpd.GeoDataFrame] = []
+    for done, unit in enumerate(predictions.units, start=1):
         scored = _score_unit(unit, truth, coverage, iou_threshold, edge_rule)
         name = _unique_name(unit.name, per_image)
         per_image[name] = _image_metrics(unit, scored)
         views.append(_image_view(name, unit, scored))
         totals.add(scored)
+        grids.append(unit.grid)
+        unit_preds.append(unit.pred)
         if progress:
-            progress("images", done, total)
+            progress("images", done, predictions.total)
     overall = totals.overall(len(per_image))
-    return EvaluationReport(overall=overall, per_image=per_image, settings=settings, views=views)
+    preds = unit_preds if predictions.frame is None else [predictions.frame]
+    scorer = _whole_area(grids, preds, truth, coverage, iou_threshold)
+    return EvaluationReport(
+        overall=overall,
+        per_image=per_image,
+        settings=settings,
+        views=views,
+        whole_area=scorer.result(overall["pixel"]),
+        fragment_share=scorer.fragment_share(min_area, min_area_source),
+    )

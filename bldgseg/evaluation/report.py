@@ -37,6 +37,8 @@ __all__ = [
     "EvaluationReport",
     "ImageView",
     "check_report_output",
+    "fragment_label",
+    "fragment_value",
     "render_overlay",
     "write_report",
 ]
@@ -58,6 +60,10 @@ LEGEND = (
     "buildings), **thick yellow** = split truth (cut into two or more predictions)."
 )
 
+WHOLE_AREA_NOTE = (
+    "Predictions and truth clipped to the union of the images and matched once: a building cut by tile edges "
+    "counts as the pieces it became (the summary above scores each image on its own)."
+)
 _PIXEL_ROWS = [
     ("iou", "pixel IoU"),
     ("precision", "pixel precision"),
@@ -134,18 +140,31 @@ class EvaluationReport:
 
     Each metrics dict has ``pixel``, ``polygon`` and ``attributes`` sections (see
     ``bldgseg.evaluation.metrics``); undefined ratios (e.g. precision with no prediction) are ``None``.
-    ``views`` feed the overlay pictures.
+    ``whole_area`` has the same sections over the union of the images, ``fragment_share`` the share of
+    predicted polygons under the minimum building area. ``views`` feed the overlay pictures.
     """
 
     overall: dict[str, Any]
     per_image: dict[str, dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Scores over the union of the images, matched once (``bldgseg.evaluation.whole_area``); same sections.
+    whole_area: dict[str, Any] = field(default_factory=dict)
+    #: ``min_area_m2``, ``min_area_source``, ``polygons``, ``fragments`` and ``share`` of predicted polygons.
+    fragment_share: dict[str, Any] = field(default_factory=dict)
     views: list[ImageView] = field(default_factory=list, repr=False, compare=False)
     _overlays: dict[Path, dict[str, Path]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Settings and metrics as plain JSON-compatible data."""
-        return _jsonable({"settings": self.settings, "overall": self.overall, "per_image": self.per_image})
+        return _jsonable(
+            {
+                "settings": self.settings,
+                "overall": self.overall,
+                "whole_area": self.whole_area,
+                "fragment_share": self.fragment_share,
+                "per_image": self.per_image,
+            }
+        )
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the metrics as JSON (NaN never appears: undefined values are null)."""
@@ -341,6 +360,29 @@ def _summary_rows(overall: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _whole_area_rows(report: EvaluationReport) -> list[tuple[str, str]]:
+    """The whole-area polygon metrics and the fragment share, as (label, value) rows."""
+    rows = []
+    if report.whole_area:
+        polygon = report.whole_area.get("polygon", {})
+        rows.append(("images (regions)", f"{report.whole_area['images']} ({report.whole_area['regions']})"))
+        rows.append(("area (m²)", f"{report.whole_area['area_m2']:.0f}"))
+        rows += [(label, _fmt(polygon.get(key))) for key, label in _POLYGON_ROWS]
+    if report.fragment_share:
+        rows.append((fragment_label(report.fragment_share), fragment_value(report.fragment_share)))
+    return rows
+
+
+def fragment_label(share: dict[str, Any]) -> str:
+    """``fragment share (< 10 m², model card aerial-buildings)``."""
+    return f"fragment share (< {share['min_area_m2']:g} m², {share['min_area_source']})"
+
+
+def fragment_value(share: dict[str, Any]) -> str:
+    """``0.125 (2 of 16)``."""
+    return f"{_fmt(share['share'])} ({share['fragments']} of {share['polygons']})"
+
+
 def _settings_lines(settings: dict[str, Any]) -> list[tuple[str, str]]:
     keys = (
         "predictions",
@@ -380,6 +422,10 @@ def _markdown(report: EvaluationReport, overlays: dict[str, str]) -> str:
     lines += [f"- {k}: {_md_escape(v)}" for k, v in _settings_lines(report.settings)]
     lines += ["", "## Summary", ""]
     lines += _md_table(["metric", "value"], _summary_rows(report.overall))
+    whole = _whole_area_rows(report)
+    if whole:
+        lines += ["", "## Whole area", "", WHOLE_AREA_NOTE, ""]
+        lines += _md_table(["metric", "value"], whole)
     lines += ["", "## Per image", ""]
     header = ["image", *(label for _, _, label in _PER_IMAGE_COLUMNS)]
     lines += _md_table(header, _per_image_rows(report.per_image))
@@ -418,6 +464,15 @@ def _html(report: EvaluationReport, overlays: dict[str, str]) -> str:
         + "</ul>",
         "<h2>Summary</h2>",
         _html_table(["metric", "value"], _summary_rows(report.overall)),
+    ]
+    whole = _whole_area_rows(report)
+    if whole:
+        parts += [
+            "<h2>Whole area</h2>",
+            f"<p>{html.escape(WHOLE_AREA_NOTE)}</p>",
+            _html_table(["metric", "value"], whole),
+        ]
+    parts += [
         "<h2>Per image</h2>",
         _html_table(
             ["image", *(label for _, _, label in _PER_IMAGE_COLUMNS)], _per_image_rows(report.per_image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import rasterio
 from affine import Affine
 from pyproj import CRS
@@ -33,6 +35,7 @@ __all__ = [
     "paired_image",
     "raster_extent",
     "read_vectors",
+    "run_min_area",
     "same_crs",
     "source_image",
     "to_paths",
@@ -200,3 +203,38 @@ def image_paths_from_key(pred: gpd.GeoDataFrame, pred_files: list[Path], key: st
             )
         found.append(path.resolve())
     return sorted(set(found))
+
+
+def run_min_area(files: Sequence[Path]) -> tuple[float | None, str]:
+    """The minimum building area a ``bldgseg run`` output was made with, and where it comes from.
+
+    From the first file with a ``runs`` table: its model card's ``min_area_m2`` when the card has one
+    (``"model card <name>"``), else the run's resolved ``min_area_m2`` parameter (``"run"``); ``(None, "")`` when
+    no file says.
+    """
+    for path in files:
+        try:
+            if "runs" not in {str(name) for name, _ in pyogrio.list_layers(path)}:
+                continue
+            runs = pyogrio.read_dataframe(path, layer="runs", read_geometry=False)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError):
+            continue
+        if runs.empty:
+            continue
+        row = runs.iloc[0]
+        card = _json_dict(row.get("model_card"))
+        if card.get("min_area_m2") is not None:
+            return float(card["min_area_m2"]), f"model card {card.get('name', row.get('model', ''))}"
+        params = _json_dict(row.get("parameters"))
+        if params.get("min_area_m2") is not None:
+            return float(params["min_area_m2"]), "run"
+    return None, ""
+
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    """A JSON object stored as text in a table cell, ``{}`` when missing or not an object."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -43,6 +43,7 @@ __all__ = [
     "Grid",
     "Unit",
     "clip_to_grid",
+    "clip_to_polygon",
     "counted_polygons",
     "raster_units",
     "select_near",
@@ -126,7 +127,12 @@ def _polygonal(geom: Any) -> Any:
 
 def clip_to_grid(frame: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
     """Rows clipped to the grid's extent (rows already inside untouched); rows with no area inside dropped."""
-    extent = grid.extent()
+    return clip_to_polygon(frame, grid.extent())
+
+
+def clip_to_polygon(frame: gpd.GeoDataFrame, extent: Any) -> gpd.GeoDataFrame:
+    """Rows clipped to ``extent`` (a (multi)polygon in the frame's CRS; rows already inside untouched); rows
+    with no area inside dropped."""
     geoms = np.asarray(frame.geometry.values, dtype=object)
     if len(geoms) == 0:
         return frame

@@ -37,6 +37,11 @@ class ModelCard:
     #: ``nms_kernel`` (model pixels) are one building.
     center_threshold: float = 0.1
     nms_kernel: int = 13
+    #: Smallest building (m²) ``bldgseg run`` keeps by default; None: ``DEFAULT_MIN_AREA_M2``.
+    min_area_m2: float | None = None
+    #: Default post-processing of ``bldgseg run`` (``bldgseg.postprocess.CARD_KEYS``: hole_area_m2, opening_m,
+    #: merge_fragments, regularize), chosen on validation data; empty: every step off.
+    postprocess: dict[str, Any] = field(default_factory=dict)
     training_data: list[dict[str, str]] = field(default_factory=list)
     license: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -6,10 +6,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
+from bldgseg.postprocess import PostprocessSettings, resolve_postprocess
 from bldgseg.precision import check_inference_names
 from bldgseg.runstate import file_digest
 
@@ -35,9 +35,16 @@ class RunConfig:
     threshold: float | None = None
     tile_size: int | None = None
     overlap: int | None = None
-    min_area_m2: float = DEFAULT_MIN_AREA_M2
+    #: Post-processing (``bldgseg.postprocess``); None: the model card's value (else off, and a minimum area
+    #: of ``DEFAULT_MIN_AREA_M2``), or off with ``postprocess=False``.
+    min_area_m2: float | None = None
     simplify_m: float = 0.2
-    regularize: bool = False
+    regularize: bool | None = None
+    hole_area_m2: float | None = None
+    opening_m: float | None = None
+    merge_fragments: bool | None = None
+    #: False: the card's post-processing defaults are ignored; only the steps given above run.
+    postprocess: bool = True
     chunk_size: int = 4096
     max_building_size_m: float = 60.0
     ndsm: Path | None = None
@@ -101,6 +108,20 @@ class UnitSettings:
     #: GDAL block cache while a unit runs (MiB; None: GDAL's default of 5 % of RAM). Sized from the chunk, so a
     #: worker's memory does not grow with the amount of raster it has read.
     gdal_cache_mb: int | None = None
+    hole_area_m2: float = 0.0
+    opening_m: float = 0.0
+    merge_fragments: bool = False
+
+    def postprocess(self) -> PostprocessSettings:
+        """The post-processing of each unit's polygons (``bldgseg.postprocess``)."""
+        return PostprocessSettings(
+            min_area_m2=self.min_area_m2,
+            hole_area_m2=self.hole_area_m2,
+            opening_m=self.opening_m,
+            merge_fragments=self.merge_fragments,
+            regularize=self.regularize,
+            simplify_m=self.simplify_m,
+        )
 
 
 def require_aerial_card(card: ModelCard) -> None:
@@ -124,6 +145,16 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
     def absolute(path: Path | None) -> Path | None:
         return None if path is None else Path(path).resolve()
 
+    post = resolve_postprocess(
+        card,
+        enabled=config.postprocess,
+        simplify_m=config.simplify_m,
+        min_area_m2=config.min_area_m2,
+        hole_area_m2=config.hole_area_m2,
+        opening_m=config.opening_m,
+        merge_fragments=config.merge_fragments,
+        regularize=config.regularize,
+    )
     settings = UnitSettings(
         model=model,
         device=config.device,
@@ -134,9 +165,12 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
         threshold=card.threshold if config.threshold is None else config.threshold,
         tile_size=config.tile_size,
         overlap=config.overlap,
-        min_area_m2=config.min_area_m2,
-        simplify_m=config.simplify_m,
-        regularize=config.regularize,
+        min_area_m2=post.min_area_m2,
+        simplify_m=post.simplify_m,
+        regularize=post.regularize,
+        hole_area_m2=post.hole_area_m2,
+        opening_m=post.opening_m,
+        merge_fragments=post.merge_fragments,
         texture=config.texture,
         ndsm=absolute(config.ndsm),
         dsm=absolute(config.dsm),

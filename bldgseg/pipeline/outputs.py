@@ -197,9 +197,18 @@ def run_metadata(
 
 
 def _run_parameters(config: RunConfig, settings: UnitSettings) -> dict[str, Any]:
-    """Every option of the run (paths as text), with the threshold and instance grouping actually used."""
+    """Every option of the run (paths as text), with the threshold, instance grouping and post-processing
+    actually used."""
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "inputs"}
     params.update(threshold=settings.threshold, instances=settings.instances, output=str(config.output))
+    post = settings.postprocess()
+    params.update(
+        min_area_m2=post.min_area_m2,
+        hole_area_m2=post.hole_area_m2,
+        opening_m=post.opening_m,
+        merge_fragments=post.merge_fragments,
+        regularize=post.regularize,
+    )
     return params
 
 

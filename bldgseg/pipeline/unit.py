@@ -32,9 +32,10 @@ from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
+from bldgseg.postprocess import postprocess_chunk
 from bldgseg.resample import maps_to_source, read_model_region, valid_to_source
 from bldgseg.runstate import UnitRecord, write_error_part, write_part
-from bldgseg.vectorize import instances_to_polygons, mask_to_polygons
+from bldgseg.vectorize import instance_outlines, mask_to_polygons
 
 
 @dataclass
@@ -175,6 +176,7 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
             time.perf_counter() - start,
         )
     polygons = _vectorize(unit, settings, prob, labels)
+    polygons = postprocess_chunk(polygons, info, settings.postprocess(), instances=labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
@@ -183,34 +185,16 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
 def _vectorize(
     unit: WorkUnit, settings: UnitSettings, prob: np.ndarray, labels: np.ndarray | None
 ) -> gpd.GeoDataFrame:
-    """Polygons of the read window: one per instance label, else per connected component above threshold.
+    """Raw polygons of the read window: one per instance label, else per connected component above threshold
+    (post-processing simplifies them).
 
     Vertices come from the raster's own pixel coordinates and transform, so a building gets bit-identical
-    vertices (and simplification) from every chunk that sees it whole."""
+    vertices from every chunk that sees it whole."""
     info = unit.info
     origin = (int(unit.chunk.read.row_off), int(unit.chunk.read.col_off))
     if labels is not None:
-        return instances_to_polygons(
-            labels,
-            info.transform,
-            info.crs,
-            prob=prob,
-            min_area_m2=settings.min_area_m2,
-            simplify_m=settings.simplify_m,
-            regularize=settings.regularize,
-            crs_units_per_m=abs(info.transform.a) / info.gsd_m,
-            pixel_origin=origin,
-        )
-    return mask_to_polygons(
-        prob >= settings.threshold,
-        info.transform,
-        info.crs,
-        prob=prob,
-        min_area_m2=settings.min_area_m2,
-        simplify_m=settings.simplify_m,
-        regularize=settings.regularize,
-        pixel_origin=origin,
-    )
+        return instance_outlines(labels, info.transform, info.crs, prob=prob, pixel_origin=origin)
+    return mask_to_polygons(prob >= settings.threshold, info.transform, info.crs, prob=prob, pixel_origin=origin)
 
 
 def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord:
