@@ -290,3 +290,17 @@ def test_cli_adapt_then_run_with_the_adapted_model(tmp_path, base_model):
     )
     assert refused.exit_code == 2 and "overlaps" in refused.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_tiny_adapt_of_the_bundled_instance_model(tmp_path):
+    images, footprints = write_region(tmp_path / "region")
+    out = tmp_path / "adapted"
+    config = tiny_config(images, footprints, out, "aerial-instances", lr=1e-4, batch_size=2, epochs=1)
+    result = adapt(config)
+    _, card = load_checkpoint(result.checkpoint)
+    assert card.head == "instance" and card.architecture == "panoptic_unet"
+    raw = json.loads((out / "best.json").read_text())
+    assert "instance_f1" in raw["metrics"]["validation_pixel"]
+    comparison = result.report["adaptation"]["comparison"]
+    assert comparison["base"]["validation_loss"] > 0 and comparison["adapted"]["polygon_f1"] is not None
