@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--adapt", type=Path, nargs="+", required=True, help="tiles to adapt on")
     parser.add_argument("--test", type=Path, nargs="+", required=True, help="tiles to test on")
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--steps", type=int, help="a fixed number of steps (multiple of 25) instead of the time budget"
+    )
     parser.add_argument("--settings", nargs="+", default=["default"], choices=sorted(SETTINGS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, required=True)
@@ -63,7 +66,8 @@ def main() -> None:
                 footprints=args.footprints,
                 out_dir=args.out / name,
                 model=args.model,
-                minutes=args.minutes,
+                minutes=float("inf") if args.steps else args.minutes,
+                epochs=max(1, args.steps // 25) if args.steps else AdaptConfig.epochs,
                 device=args.device,
                 overwrite=True,
                 **SETTINGS[name],

@@ -10,6 +10,7 @@ A Ctrl-C during training keeps the best checkpoint so far.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -199,7 +200,8 @@ def _train(
     except KeyboardInterrupt:
         if not (train_dir / "best.safetensors").exists():
             raise
-    done = json.loads((train_dir / "last.json").read_text())["training"]
+    latest = train_dir / "last.json"  # written right after best.json at each epoch's end
+    done = json.loads((latest if latest.exists() else train_dir / "best.json").read_text())["training"]
     return {
         "best_epoch": done["best_epoch"],
         "epochs": done["epochs_done"],
@@ -220,6 +222,7 @@ def _adaptation(
 ) -> dict[str, Any]:
     """What the card and the report say about this adaptation (the comparison is added by the caller)."""
     windows = held_out_windows(data.val)
+    budget = config.minutes if math.isfinite(config.minutes) else None  # None: epochs bound the training
     settings = {
         k: v for k, v in asdict(config).items() if k not in ("images", "footprints", "out_dir", "overwrite")
     }
@@ -244,8 +247,8 @@ def _adaptation(
                 for (path, _group), w in sorted(windows.items())
             ],
         },
-        "settings": {**settings, "minutes": config.minutes},
-        "minutes_budget": config.minutes,
+        "settings": {**settings, "minutes": budget},
+        "minutes_budget": budget,
         "minutes_trained": round(summary["seconds"] / 60.0, 2),
         "steps": summary["steps"],
         "epochs": summary["epochs"],
@@ -273,6 +276,8 @@ def _warnings(before: dict[str, Any], after: dict[str, Any], base: str) -> list[
 def _timed(progress: ProgressFn | None, budget: float) -> ProgressFn | None:
     """Training progress as seconds of the time budget (the step count has no known end)."""
     if progress is None:
+        return None
+    if not math.isfinite(budget):
         return None
     start = time.monotonic()
     total = max(1, round(budget))

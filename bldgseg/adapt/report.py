@@ -45,12 +45,14 @@ def _markdown(report: dict[str, Any]) -> str:
     adaptation = report["adaptation"]
     comparison = adaptation["comparison"]
     base = adaptation["base_model"]["name"]
+    minutes = adaptation["minutes_budget"]
+    budget = "none, a fixed number of steps" if minutes is None else f"{minutes:g} minutes"
     lines = [
         "# bldgseg adapt",
         "",
         f"Base model `{base}` adapted to lon/lat "
         f"({', '.join(f'{v:.5f}' for v in adaptation['region_bbox_lonlat'])}): "
-        f"{adaptation['minutes_trained']:.1f} of {adaptation['minutes_budget']:g} minutes, "
+        f"{adaptation['minutes_trained']:.1f} minutes (budget: {budget}), "
         f"{adaptation['steps']} steps on {adaptation['device']} ({adaptation['stopped']}).",
         "",
         f"Validation part ({comparison.get('scope', 'n/a')}): {len(adaptation['split']['validation_images'])} "
