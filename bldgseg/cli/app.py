@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from bldgseg import __version__
+from bldgseg.cli.adapt import adapt_command
 from bldgseg.cli.attributes import attributes
 from bldgseg.cli.common import reporting_errors
 from bldgseg.cli.evaluate import evaluate_command
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_command)
+app.command("adapt")(adapt_command)
 app.command("street")(street_command)
 # evaluate_command raises project errors (tests call it alone); here they become an exit code and one line.
 app.command("evaluate")(reporting_errors(evaluate_command))

@@ -18,7 +18,7 @@ from bldgseg.footprints import read_footprints
 from bldgseg.instance_targets import rasterize_instances
 from bldgseg.io import DEFAULT_GLOB, RasterInfo, read_rgb, scan_inputs
 from bldgseg.palettes import IGNORE_INDEX
-from bldgseg.train.data import SampleList, TrainSample
+from bldgseg.train.data import SampleList, SourceWindow, TrainSample
 from bldgseg.train.resample import bounds_4326, check_gsd, scale_factor
 
 __all__ = ["load_geotiff_footprints"]
@@ -44,8 +44,9 @@ def load_geotiff_footprints(
     own id into the sample's ``instances`` (:func:`bldgseg.instance_targets.rasterize_instances`), so touching
     buildings stay apart for instance training. Each raster is cut into nearly equal
     tiles of at most ``tile_px`` pixels at the target GSD; ``group`` is ``"{stem}:{row // block_tiles}:{col //
-    block_tiles}"`` so neighbouring tiles stay on one side of a split. Pixels outside the raster's valid mask
-    are 255 (ignore) in the mask and 0 in the image; tiles with no valid pixel are dropped.
+    block_tiles}"`` so neighbouring tiles stay on one side of a split; ``origin`` is the tile's window in the
+    raster. Pixels outside the raster's valid mask are 255 (ignore) in the mask and 0 in the image; tiles with
+    no valid pixel are dropped.
     Raises :class:`InputError` for unreadable footprints or when they overlap none of the rasters.
     """
     target = check_gsd(target_gsd, "target_gsd")
@@ -123,6 +124,7 @@ def _footprint_tiles(
                     source=f"{info.path.name}:{ti}:{tj}",
                     group=f"{stem}:{ti // block_tiles}:{tj // block_tiles}",
                     bounds=bounds_4326(info.crs, win_transform, h, w),
+                    origin=SourceWindow(str(info.path), c0, r0, w, h),
                     instances=instances,
                 )
             )

@@ -28,12 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from bldgseg.errors import InputError
 from bldgseg.inference import resolve_device
-from bldgseg.instance_targets import instance_target_stack
 from bldgseg.instances import NMS_KERNEL
 from bldgseg.models import ModelCard, build_model, save_checkpoint
 from bldgseg.models.pretrained import load_encoder_tensors, load_imagenet_encoder, read_state_dict
 from bldgseg.progress import ProgressFn, report_progress
-from bldgseg.train.data import Sample, to_tensor
+from bldgseg.train.data import Sample, make_target, to_tensor
 from bldgseg.train.losses import Loss, make_loss, training_loss
 from bldgseg.train.resume import load_training_state, save_training_state, write_metrics_csv
 from bldgseg.train.validation import selection_metric, validate
@@ -123,23 +122,15 @@ class TrainingSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index % len(self.samples)]
-        if self.center_sigma is None:
-            out = self.transform(image=sample.image, mask=sample.mask)
-            mask = torch.from_numpy(np.ascontiguousarray(out["mask"]))
-            target = mask.float()[None] if self.binary else mask.long()
-            return to_tensor(out["image"]), target
-        ids = sample.instances
+        ids = sample.instances if self.center_sigma is not None else None
         if ids is None:
             out = self.transform(image=sample.image, mask=sample.mask)
-            stack = instance_target_stack(
-                out["mask"], np.zeros(out["mask"].shape, np.int32), self.center_sigma
-            )
-            stack[4:] = 0.0  # unknown instances: no centre/offset supervision
+            crop_ids = None
         else:
             # ids travel as float32 (exact below 2**24; OpenCV warps no int32) with nearest interpolation
             out = self.transform(image=sample.image, mask=sample.mask, instances=ids.astype(np.float32))
-            stack = instance_target_stack(out["mask"], out["instances"].astype(np.int32), self.center_sigma)
-        return to_tensor(out["image"]), torch.from_numpy(stack)
+            crop_ids = out["instances"]
+        return to_tensor(out["image"]), make_target(out["mask"], crop_ids, self.binary, self.center_sigma)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,4 @@
-"""Validation of a model on whole samples: pixel IoU/precision/recall/F1, and instance F1 and count error."""
+"""Validation of a model on whole samples: pixel IoU/precision/recall/F1, instance F1, count error and loss."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import torch.nn as nn
 from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.instances import label_instances, match_instances
 from bldgseg.palettes import IGNORE_INDEX
-from bldgseg.train.data import Sample, to_tensor
+from bldgseg.train.data import Sample, make_target, to_tensor
+from bldgseg.train.losses import make_loss, training_loss
 
 if TYPE_CHECKING:
     from bldgseg.train.trainer import TrainConfig
 
-__all__ = ["instance_counts", "selection_metric", "validate"]
+__all__ = ["instance_counts", "selection_metric", "validate", "validation_loss"]
 
 
 @torch.inference_mode()
@@ -43,6 +44,31 @@ def validate(model: nn.Module, samples: Sequence[Sample], config: TrainConfig, d
             n * sample.mask[keep].astype(np.int64) + pred[keep], minlength=n * n
         ).reshape(n, n)
     return _metrics(confusion, counts, config)
+
+
+@torch.inference_mode()
+def validation_loss(
+    model: nn.Module, samples: Sequence[Sample], config: TrainConfig, device: torch.device
+) -> float:
+    """The training loss (without augmentation) averaged over whole validation samples.
+
+    Each sample is padded to a multiple of 32 (reflected image, ignored mask) and scored with the loss the
+    trainer optimises (instance models: the instance loss, with centre/offset targets from the sample's ids).
+    """
+    model.eval()
+    loss_fn = make_loss(config)
+    sigma = config.center_sigma if config.instances else None
+    losses = []
+    for sample in samples:
+        h, w = sample.mask.shape
+        pad = ((0, (-h) % 32), (0, (-w) % 32))
+        image = np.pad(sample.image, (*pad, (0, 0)), mode="reflect")
+        mask = np.pad(sample.mask, pad, constant_values=IGNORE_INDEX)
+        ids = None if sample.instances is None else np.pad(sample.instances, pad)
+        target = make_target(mask, ids, config.binary, sigma)[None].to(device)
+        loss = training_loss(model, to_tensor(image)[None].to(device), target, loss_fn)
+        losses.append(float(loss))
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def _metrics(confusion: np.ndarray, counts: np.ndarray, config: TrainConfig) -> dict:
