@@ -117,7 +117,8 @@ def test_tiny_adapt_lowers_the_validation_loss_and_writes_a_complete_card(tmp_pa
     assert [lon0, lat0, lon1, lat1] == pytest.approx(list(expected), abs=1e-6)
     assert 32 < lon0 < 34 and 0 < lat0 < 1  # UTM 36N near the equator, in degrees
     assert adaptation["steps"] == 6 and adaptation["epochs"] == 2
-    assert adaptation["minutes_budget"] == 10.0 and 0 < adaptation["minutes_trained"] < 10
+    # a tiny run on a fast CPU can take well under a second: only the budget is a hard bound
+    assert adaptation["minutes_budget"] == 10.0 and 0 <= adaptation["minutes_trained"] < 10
     assert adaptation["device"].startswith("cpu (")
     assert raw["metrics"]["adapt_validation"] == comparison
     assert comparison["adapted"]["polygon_f1"] is not None

@@ -249,7 +249,7 @@ def _adaptation(
         },
         "settings": {**settings, "minutes": budget},
         "minutes_budget": budget,
-        "minutes_trained": round(summary["seconds"] / 60.0, 2),
+        "minutes_trained": round(summary["seconds"] / 60.0, 3),
         "steps": summary["steps"],
         "epochs": summary["epochs"],
         "best_epoch": summary["best_epoch"],
