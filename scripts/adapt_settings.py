@@ -38,7 +38,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "lr1e-3": {"lr": 1e-3, "augmentation": {}},
     "light": {"lr": 3e-4, "augmentation": LIGHT_AUGMENTATION},
     "light-lr1e-3": {"lr": 1e-3, "augmentation": LIGHT_AUGMENTATION},
+    "lr3e-3": {"lr": 3e-3, "augmentation": {}},
     "batch4": {"lr": 3e-4, "batch_size": 4, "augmentation": {}},
+    "batch4-lr1e-3": {"lr": 1e-3, "batch_size": 4, "augmentation": {}},
 }
 
 
