@@ -24,6 +24,7 @@ SCORE_KEYS = (
     "n_truth",
     "merged",
     "split",
+    "fragment_share",
 )
 
 
@@ -45,6 +46,7 @@ def summarize_report(report: EvaluationReport) -> dict[str, Any]:
         "merged": polygon.get("merged"),
         "split": polygon.get("split"),
     }
+    scores["fragment_share"] = (data.get("fragment_share") or {}).get("share")
     scores["scope"] = "whole area" if section is whole else "per image, counts summed"
     return scores
 
