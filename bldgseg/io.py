@@ -1,4 +1,6 @@
-"""Input discovery, validation and windowed reading of aerial rasters as 8-bit RGB plus a validity mask.
+"""Validation and windowed reading of aerial rasters (local files or URLs) as 8-bit RGB plus a validity mask.
+
+Inputs are found by :mod:`bldgseg.discovery` (``discover_inputs`` and ``SkippedInput`` are re-exported here).
 
 Every problem with an input file surfaces as one :class:`~bldgseg.errors.InputError` whose message starts with
 the file name and ends with how to fix it.
