@@ -147,14 +147,20 @@ def test_resume_keeps_the_units_of_an_unchanged_url_and_redoes_a_changed_one(tmp
     assert runs["units_resumed"][0] == 0
 
 
-def test_info_on_a_url_retries_a_transient_error(www):
+def test_info_on_a_url_retries_a_transient_error_and_reads_a_stac_api_item(www):
     with serve_folder(www) as server:
         server.fail_once["/scene.tif"] = 503
         result = runner.invoke(app, ["info", f"{server.url}/scene.tif"])
-    assert result.exit_code == 0, result.output
-    assert "scene.tif" in result.output and "EPSG:3857" in result.output
-    statuses = [r.status for r in server.requests_for("scene.tif")]
-    assert statuses[0] == 503 and statuses[1] in (200, 206)
+        assert result.exit_code == 0, result.output
+        assert "scene.tif" in result.output and "EPSG:3857" in result.output
+        statuses = [r.status for r in server.requests_for("scene.tif")]
+        assert statuses[0] == 503 and statuses[1] in (200, 206)
+        # a STAC API serves an Item at a URL without extension
+        (www / "items").mkdir()
+        item = stac_item({"visual": asset(f"{server.url}/scene.tif")})
+        (www / "items" / "kampala-2023").write_text(json.dumps(item))
+        infos, skipped = scan_inputs([f"{server.url}/items/kampala-2023"])
+    assert not skipped and [(i.path, i.stac_item) for i in infos] == [(f"{server.url}/scene.tif", "kampala-2023")]
 
 
 def test_stac_item_asset_choice_and_its_one_line_errors(tmp_path):
