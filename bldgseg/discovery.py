@@ -8,7 +8,8 @@ An input is, by its form:
   no extension, as STAC APIs serve Items): its RGB image asset(s), with the Item's id and date
   (:mod:`bldgseg.stac`);
 - a list file (``.txt``, ``.lst``, ``.list``): one input per line (any of these forms but another list),
-  ``#`` starting a comment line; relative paths are relative to the list's folder;
+  ``#`` starting a comment line; relative paths are relative to the list's folder (a list naming nothing is
+  taken as a raster file, as before lists existed);
 - a folder: searched recursively with the glob; anything else: a raster file.
 """
 
@@ -137,11 +138,16 @@ def _expand_lists(paths: Iterable[str | os.PathLike[str]]) -> list[RasterPath]:
     expanded: list[RasterPath] = []
     for raw in paths:
         path = _as_input(raw)
-        if isinstance(path, Path) and path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-            expanded += [_listed(entry, path) for entry in read_input_list(path)]
-        else:
+        entries = read_input_list(path) if _is_list(path) else []
+        if entries:
+            expanded += [_listed(entry, path) for entry in entries]
+        else:  # an empty list file is taken as a file, as any file named directly was before lists existed
             expanded.append(path.expanduser() if isinstance(path, Path) else path)
     return expanded
+
+
+def _is_list(path: RasterPath) -> bool:
+    return isinstance(path, Path) and path.suffix.lower() in LIST_SUFFIXES and path.is_file()
 
 
 def read_input_list(path: Path) -> list[str]:
