@@ -81,7 +81,13 @@ def _item_images(item: Any, href: str) -> list[StacImage]:
             f"{href}: STAC item {item.id} has no visual or RGB image asset (assets: {keys}); "
             "pass the image asset's URL as the input instead"
         )
-    return [StacImage(asset.get_absolute_href() or asset.href, item.id, date) for asset in assets]
+    from pystac.utils import make_absolute_href
+
+    # relative hrefs: against the Item's self link, else the file read (an ItemCollection's Items have no link)
+    return [
+        StacImage(asset.get_absolute_href() or make_absolute_href(asset.href, href), item.id, date)
+        for asset in assets
+    ]
 
 
 def choose_assets(assets: dict[str, Any]) -> list[Any]:

@@ -246,3 +246,15 @@ def test_dask_workers_are_not_asked_to_see_urls():
     client = Client()
     DaskExecutor(client).check_paths(["https://h/a.tif", "s3://b/k.tif", "/vsis3/b/k.tif", "/data/a.tif"])
     assert client.asked == ["/data/a.tif"]
+
+
+def test_an_item_collection_gives_every_item_with_hrefs_relative_to_the_file(tmp_path, monkeypatch):
+    first = stac_item({"visual": asset("img/a.tif")})
+    second = {**stac_item({"visual": asset("https://h.example/b.tif")}), "id": "b"}
+    (tmp_path / "search.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [first, second]}))
+    monkeypatch.chdir(tmp_path.parent)
+    images = read_stac_images(str(tmp_path / "search.geojson"))
+    assert [(i.href, i.item_id) for i in images] == [
+        (str(tmp_path / "img" / "a.tif"), "kampala-2023"),
+        ("https://h.example/b.tif", "b"),
+    ]
