@@ -49,6 +49,8 @@ BUILDING_COLUMNS = [
 #: ``start/end`` for a date range, empty (null) for buildings of undated inputs.
 IMAGE_DATE = "image_date"
 
+#: Columns of the ``errors`` table (files left out, units that failed).
+
 
 @dataclass(frozen=True)
 class RunError:
