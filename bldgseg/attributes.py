@@ -28,6 +28,7 @@ from bldgseg.errors import InputError
 from bldgseg.footprint_blocks import LabelBlock, iter_label_blocks
 from bldgseg.geo_metric import GEOD, METRIC_EPSG_COLUMN, centroid_xy, require_crs, to_lonlat, to_metric
 from bldgseg.io import valid_pixels
+from bldgseg.remote import as_raster_path, gdal_path, http_env
 from bldgseg.texture import (
     TEXTURE_PROPERTIES,
     glcm_texture,
@@ -216,14 +217,11 @@ def image_attributes(
     """
     bands = tuple(int(b) for b in bands)
     out = pd.DataFrame(np.nan, index=gdf.index, columns=IMAGE_COLUMNS, dtype=float)
-    name = Path(raster_path).name
+    raster_path = as_raster_path(raster_path)
+    name = raster_path.name
     if len(bands) != 3:
         raise InputError(f"{name}: image attributes need 3 bands (R, G, B), got {bands}; pass three bands")
-    try:
-        ds = rasterio.open(raster_path)
-    except RasterioIOError as exc:
-        raise InputError(f"{name}: cannot be opened as a raster ({exc}); check the path and file") from exc
-    with ds:
+    with http_env(raster_path), _open_image(raster_path, name) as ds:
         if any(b < 1 or b > ds.count for b in bands):
             raise InputError(f"{name}: bands {bands} out of range (the raster has {ds.count}); choose others")
         if len(gdf) == 0:
@@ -290,6 +288,13 @@ def _footprint_image_values(
     texture = glcm_texture(luma(data), sel, lo, hi)
     row[_TEXTURE] = [texture.get(f"texture_{name}", np.nan) for name in TEXTURE_PROPERTIES]
     return row
+
+
+def _open_image(path: Any, name: str) -> Any:
+    try:
+        return rasterio.open(gdal_path(path))
+    except RasterioIOError as exc:
+        raise InputError(f"{name}: cannot be opened as a raster ({exc}); check the path and file") from exc
 
 
 # -------------------- height

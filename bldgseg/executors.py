@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bldgseg.errors import BldgsegError, DeviceError, InputError
+from bldgseg.remote import is_remote
 
 __all__ = [
     "DaskExecutor",
@@ -182,7 +183,7 @@ class DaskExecutor(Executor):
                 self.client.cancel(list(futures), force=True)
 
     def check_paths(self, paths: Iterable[str]) -> None:
-        paths = sorted(set(paths))
+        paths = sorted({p for p in paths if not is_remote(p)})  # URLs are read by each worker through GDAL
         if not paths:
             return
         seen = self.client.run(_missing_paths, paths)

@@ -1,4 +1,6 @@
-"""Input discovery, validation and windowed reading of aerial rasters as 8-bit RGB plus a validity mask.
+"""Validation and windowed reading of aerial rasters (local files or URLs) as 8-bit RGB plus a validity mask.
+
+Inputs are found by :mod:`bldgseg.discovery` (``discover_inputs`` and ``SkippedInput`` are re-exported here).
 
 Every problem with an input file surfaces as one :class:`~bldgseg.errors.InputError` whose message starts with
 the file name and ends with how to fix it.
@@ -6,12 +8,11 @@ the file name and ends with how to fix it.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from bldgseg.discovery import DEFAULT_GLOB, RasterPath, SkippedInput, discover_inputs, resolve_inputs
 from bldgseg.errors import InputError, one_line
+from bldgseg.remote import as_raster_path, gdal_path, http_env
 
 __all__ = [
     "DEFAULT_GLOB",
@@ -39,63 +42,9 @@ __all__ = [
     "valid_pixels",
 ]
 
-DEFAULT_GLOB = "*.tif*"
-#: Extra patterns searched in folders when the glob is the default one.
-EXTRA_DEFAULT_GLOBS = ("*.vrt", "*.jp2", "*.img")
-#: GDAL side-car files that a folder glob such as ``*.tif*`` would otherwise pick up.
-SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".aux", ".xml", ".tfw", ".tifw", ".wld", ".lock")
-
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_MAX_PIXELS = 1024
 PROBE_SIZE = 64
-
-
-# ------------------------------------------------------------------------------------------- discovery
-
-
-def discover_inputs(
-    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], glob: str = DEFAULT_GLOB
-) -> list[Path]:
-    """Expand files and folders into a sorted, de-duplicated list of resolved raster paths.
-
-    Files are taken as given (any GDAL-readable extension). Folders are searched recursively for ``glob``
-    (case-insensitive on the file name; also ``*.vrt``, ``*.jp2`` and ``*.img`` with the default glob); GDAL
-    side-car files (``.aux.xml``, ``.ovr``, ``.msk`` ...) are left out. A path that does not exist raises
-    :class:`InputError`. An empty folder gives an empty list.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    patterns = [glob, *EXTRA_DEFAULT_GLOBS] if glob == DEFAULT_GLOB else [glob]
-    found: dict[Path, None] = {}
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            for candidate in _search_folder(path, patterns):
-                found.setdefault(candidate.resolve(), None)
-        elif path.exists():
-            found.setdefault(path.resolve(), None)
-        else:
-            raise InputError(f"{path}: no such file or folder; check the path")
-    return sorted(found)
-
-
-def _search_folder(folder: Path, patterns: Sequence[str]) -> list[Path]:
-    """Files under ``folder`` (recursively) whose name matches one of ``patterns``, side-cars excluded."""
-    hits: list[Path] = []
-    name_patterns = [p.lower() for p in patterns if "/" not in p and os.sep not in p]
-    path_patterns = [p for p in patterns if "/" in p or os.sep in p]
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            lower = name.lower()
-            if lower.endswith(SIDECAR_SUFFIXES):
-                continue
-            if any(fnmatch.fnmatchcase(lower, p) for p in name_patterns):
-                hits.append(Path(root) / name)
-    for pattern in path_patterns:
-        hits.extend(
-            p for p in folder.rglob(pattern) if p.is_file() and not p.name.lower().endswith(SIDECAR_SUFFIXES)
-        )
-    return hits
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -105,12 +54,14 @@ def _search_folder(folder: Path, patterns: Sequence[str]) -> list[Path]:
 class RasterInfo:
     """Validated facts about one input raster.
 
-    ``bands`` are the 1-based band numbers read as R, G, B; ``gsd_m`` is the ground sample distance in metres
-    per pixel (mean of x and y); ``has_mask`` is True when nodata, alpha or an internal mask can make pixels
-    invalid; ``stretch`` is the per-band ``(low, high)`` mapped to 0..255, or None for uint8 data.
+    ``path`` is a local ``Path`` or a :class:`~bldgseg.remote.RemotePath` (a URL); ``bands`` are the 1-based
+    band numbers read as R, G, B; ``gsd_m`` is the ground sample distance in metres per pixel (mean of x and
+    y); ``has_mask`` is True when nodata, alpha or an internal mask can make pixels invalid; ``stretch`` is the
+    per-band ``(low, high)`` mapped to 0..255, or None for uint8 data; ``image_date`` (ISO 8601) and
+    ``stac_item`` (its id) are set for a raster found through a STAC Item.
     """
 
-    path: Path
+    path: RasterPath
     crs: Any  # rasterio.crs.CRS
     transform: Affine
     width: int
@@ -122,14 +73,8 @@ class RasterInfo:
     gsd_m: float
     has_mask: bool
     stretch: tuple[tuple[float, float], ...] | None
-
-
-@dataclass(frozen=True)
-class SkippedInput:
-    """An input left out by :func:`scan_inputs`, with the one-line reason."""
-
-    path: Path
-    reason: str
+    image_date: str | None = None
+    stac_item: str | None = None
 
 
 def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None = None) -> RasterInfo:
@@ -139,17 +84,24 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
     greyscale file). Raises :class:`InputError` (one line) for an unreadable, corrupt or truncated file, a
     missing CRS or geotransform, fewer than 3 bands without ``bands``, or a band number out of range.
     """
-    path = Path(path)
-    name = path.name or str(path)
+    path = as_raster_path(path)
+    name = (path.name or str(path)) if isinstance(path, Path) else str(path)
+    with http_env(path):
+        return _open_and_describe(path, name, bands)
+
+
+def _open_and_describe(path: RasterPath, name: str, bands: Sequence[int] | None) -> RasterInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(gdal_path(path))
     except RasterioError as exc:
-        raise InputError(
-            f"{name}: cannot be opened as a raster ({one_line(exc)}); "
-            "check that the file is complete and in a GDAL-readable format (e.g. run `gdalinfo` on it)"
-        ) from exc
+        hint = (
+            "check the URL and the credentials (GDAL's AWS_*/GS_*/GDAL_HTTP_* settings)"
+            if not isinstance(path, Path)
+            else "check that the file is complete and in a GDAL-readable format (e.g. run `gdalinfo` on it)"
+        )
+        raise InputError(f"{name}: cannot be opened as a raster ({one_line(exc)}); {hint}") from exc
     with dataset as ds:
         try:
             return _describe(ds, path, name, bands)
@@ -162,7 +114,7 @@ def open_raster_info(path: str | os.PathLike[str], bands: Sequence[int] | None =
             ) from exc
 
 
-def _describe(ds: Any, path: Path, name: str, bands: Sequence[int] | None) -> RasterInfo:
+def _describe(ds: Any, path: RasterPath, name: str, bands: Sequence[int] | None) -> RasterInfo:
     """Validate an open dataset and build its RasterInfo."""
     if ds.width <= 0 or ds.height <= 0 or ds.count <= 0:
         raise InputError(
@@ -214,7 +166,7 @@ def _probe_blocks(ds: Any, name: str) -> None:
         ) from exc
 
 
-def _check_georeferencing(ds: Any, path: Path, name: str) -> None:
+def _check_georeferencing(ds: Any, path: RasterPath, name: str) -> None:
     """Require a CRS and a real (non-identity, invertible) geotransform."""
     has_crs = ds.crs is not None and bool(ds.crs)
     transform: Affine = ds.transform
@@ -276,17 +228,20 @@ def scan_inputs(
     glob: str = DEFAULT_GLOB,
     bands: Sequence[int] | None = None,
 ) -> tuple[list[RasterInfo], list[SkippedInput]]:
-    """Discover and validate inputs; bad files are collected as :class:`SkippedInput`, never raised.
+    """Discover and validate inputs (:func:`bldgseg.discovery.resolve_inputs`); bad files, unreachable URLs and
+    unusable STAC Items are collected as :class:`SkippedInput`, never raised.
 
-    A path that does not exist at all still raises :class:`InputError` (from :func:`discover_inputs`).
+    A local path that does not exist at all still raises :class:`InputError`.
     """
+    refs, skipped = resolve_inputs(paths, glob)
     good: list[RasterInfo] = []
-    skipped: list[SkippedInput] = []
-    for path in discover_inputs(paths, glob):
+    for ref in refs:
         try:
-            good.append(open_raster_info(path, bands))
+            info = open_raster_info(ref.path, bands)
         except InputError as exc:
-            skipped.append(SkippedInput(path, str(exc)))
+            skipped.append(SkippedInput(ref.path, str(exc)))
+            continue
+        good.append(replace(info, image_date=ref.image_date, stac_item=ref.stac_item))
     return good, skipped
 
 
@@ -452,7 +407,7 @@ def read_rgb(
     indexes = list(info.bands)
     shape = (3, oh, ow)
     try:
-        with rasterio.open(info.path) as ds:
+        with http_env(info.path), rasterio.open(gdal_path(info.path)) as ds:
             data = ds.read(
                 indexes,
                 window=win,

@@ -217,9 +217,11 @@ def plan_mosaics(infos: Sequence[RasterInfo], folder: Path) -> list[Mosaic]:
     """The mosaics (groups of two or more files) among ``infos``, their VRTs to be written in ``folder``.
 
     A mosaic is named ``mosaic_<first file's stem>_<N>tiles`` (with the first file's folder name before the
-    stem where two mosaics would share a name); its tiles are in path order.
+    stem where two mosaics would share a name); its tiles are in path order. Only local files that did not
+    come from a STAC Item are grouped: a remote raster or an Item's image is always its own raster.
     """
-    groups = [sorted(g, key=lambda i: i.path) for g in group_rasters(infos) if len(g) > 1]
+    groupable = [i for i in infos if isinstance(i.path, Path) and i.stac_item is None]
+    groups = [sorted(g, key=lambda i: i.path) for g in group_rasters(groupable) if len(g) > 1]
     names = _unique_names(groups)
     return [_mosaic(group, name, Path(folder)) for group, name in zip(groups, names, strict=True)]
 

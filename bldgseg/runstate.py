@@ -469,8 +469,9 @@ def _stream_parts(
     source_image: str | None = None,
     spatial_index: bool = True,
 ) -> int:
-    """Append the parts' buildings (reprojected to ``crs``, ``columns`` in order) to layer ``buildings`` of
-    ``gpkg`` in batches of about :data:`MERGE_BATCH_ROWS` rows; returns how many were written."""
+    """Append the parts' buildings (reprojected to ``crs``, ``columns`` in order, a column a part lacks null)
+    to layer ``buildings`` of ``gpkg`` in batches of about :data:`MERGE_BATCH_ROWS` rows; returns how many
+    were written."""
     written = 0
 
     def flush(frames: list[gpd.GeoDataFrame]) -> None:
@@ -498,7 +499,10 @@ def _stream_parts(
             frame = frame[(frame["source_image"] == source_image).to_numpy()]
         if not len(frame):
             continue
-        pending.append(frame.to_crs(crs)[columns])
+        frame = frame.to_crs(crs)
+        for name in [c for c in columns if c not in frame.columns]:  # image_date: parts of undated rasters lack it
+            frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        pending.append(frame[columns])
         rows += len(frame)
         if rows >= MERGE_BATCH_ROWS:
             flush(pending)

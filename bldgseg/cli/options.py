@@ -103,7 +103,13 @@ def overwrite_option(help: str = OVERWRITE_HELP) -> Any:
     return typer.Option("--overwrite", help=help)
 
 
-InputsArg = Annotated[list[Path], typer.Argument(help="GeoTIFF/VRT files or folders (searched recursively).")]
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="GeoTIFF/VRT files, folders (searched recursively), URLs (https://, s3://, /vsi...), "
+        "STAC Item JSON files or URLs, or .txt files listing inputs."
+    ),
+]
 ModelOpt = Annotated[str, model_option()]
 GlobOpt = Annotated[str, typer.Option("--glob", help="File pattern when an input is a folder.")]
 BandsOpt = Annotated[str | None, typer.Option("--bands", help="Bands to read as RGB, 1-based, e.g. 3,2,1.")]

@@ -19,6 +19,7 @@ from bldgseg.pipeline.execute import (
 from bldgseg.pipeline.jobs import CLIENT_GDAL_CACHE_MB, predict_rasters, run
 from bldgseg.pipeline.outputs import (
     BUILDING_COLUMNS,
+    IMAGE_DATE,
     RunError,
     RunResult,
     check_output,
@@ -60,6 +61,7 @@ __all__ = [
     "BUILDING_COLUMNS",
     "CLIENT_GDAL_CACHE_MB",
     "ERROR_COLUMNS",
+    "IMAGE_DATE",
     "ProgressFn",
     "RasterPlan",
     "RunConfig",

@@ -20,7 +20,8 @@ from bldgseg.runstate import file_digest
 class RunConfig:
     """Everything one ``bldgseg run`` needs; defaults are the CLI's defaults."""
 
-    inputs: list[Path]
+    #: Files, folders, URLs, STAC Items, list files (:func:`bldgseg.discovery.resolve_inputs`).
+    inputs: list[Path | str]
     output: Path
     model: str = DEFAULT_MODEL
     glob: str = "*.tif*"

@@ -49,6 +49,7 @@ from bldgseg.pipeline.plan import (
     split_mixed_crs,
 )
 from bldgseg.progress import ProgressFn
+from bldgseg.remote import as_raster_path
 from bldgseg.runstate import RunDir, UnitRecord
 
 #: GDAL block cache of the client (MiB) while it scans inputs, assembles probability maps and merges: without a
@@ -175,7 +176,7 @@ def _unit_errors(job: Execution) -> list[RunError]:
         if unit.tiles:
             names = ", ".join(t.path.name for t in unit.tiles)
             reason = f"{Path(record.raster).stem} (tiles {names}): {reason}"
-        errors.append(RunError(Path(record.raster), reason, "unit", unit.uid))
+        errors.append(RunError(as_raster_path(record.raster), reason, "unit", unit.uid))
     return errors
 
 

@@ -45,6 +45,10 @@ BUILDING_COLUMNS = [
     "model",
 ]
 
+#: Column added after ``source_image`` when an input has a known acquisition date (STAC Items): ISO 8601 UTC,
+#: ``start/end`` for a date range, empty (null) for buildings of undated inputs.
+IMAGE_DATE = "image_date"
+
 #: Columns of the ``errors`` table (files left out, units that failed).
 
 
@@ -96,12 +100,20 @@ class RunResult:
         return [e for e in self.errors if e.stage == "unit"]
 
 
-def order_columns(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """The documented column order; missing measurement columns are added empty."""
+def order_columns(gdf: gpd.GeoDataFrame, dated: bool | None = None) -> gpd.GeoDataFrame:
+    """The documented column order; missing measurement columns are added empty. ``image_date`` is kept when
+    ``dated`` (added empty where missing), or with ``dated=None`` when the frame has it."""
     for name in BUILDING_COLUMNS:
         if name not in gdf.columns:
             gdf[name] = "" if name in ("source_image", "model") else np.nan
-    return gdf[BUILDING_COLUMNS + ["geometry"]]
+    if dated is None:
+        dated = IMAGE_DATE in gdf.columns
+    if not dated:
+        return gdf[BUILDING_COLUMNS + ["geometry"]]
+    if IMAGE_DATE not in gdf.columns:
+        gdf[IMAGE_DATE] = pd.Series([None] * len(gdf), index=gdf.index, dtype=object)
+    at = BUILDING_COLUMNS.index("source_image") + 1
+    return gdf[[*BUILDING_COLUMNS[:at], IMAGE_DATE, *BUILDING_COLUMNS[at:], "geometry"]]
 
 
 def merge_frames(parts: list[gpd.GeoDataFrame], crs: Any) -> gpd.GeoDataFrame:
@@ -112,10 +124,10 @@ def merge_frames(parts: list[gpd.GeoDataFrame], crs: Any) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
 
 
-def empty_buildings(crs: Any) -> gpd.GeoDataFrame:
-    """An empty ``buildings`` frame with every column."""
+def empty_buildings(crs: Any, dated: bool = False) -> gpd.GeoDataFrame:
+    """An empty ``buildings`` frame with every column (``image_date`` too when ``dated``)."""
     return order_columns(
-        gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, geometry="geometry", crs=crs)
+        gpd.GeoDataFrame({"geometry": gpd.GeoSeries([], crs=crs)}, geometry="geometry", crs=crs), dated
     )
 
 
@@ -213,8 +225,8 @@ def _run_parameters(config: RunConfig, settings: UnitSettings) -> dict[str, Any]
 
 
 def _input_summary(info: RasterInfo) -> dict[str, Any]:
-    """One input raster as the ``runs`` table lists it."""
-    return {
+    """One input raster as the ``runs`` table lists it (with its STAC Item id and date when known)."""
+    summary = {
         "path": str(info.path),
         "crs": info.crs.to_string(),
         "gsd_m": round(info.gsd_m, 4),
@@ -223,6 +235,9 @@ def _input_summary(info: RasterInfo) -> dict[str, Any]:
         "bands": list(info.bands),
         "stretch_8bit": info.stretch,
     }
+    if info.stac_item is not None:
+        summary.update(stac_item=info.stac_item, image_date=info.image_date)
+    return summary
 
 
 def errors_frame(errors: list[RunError]) -> pd.DataFrame:
@@ -245,7 +260,8 @@ def write_outputs(
     Per image, a tile of a mosaic gets the buildings whose ``source_image`` it is. GeoParquet and FlatGeobuf
     outputs are converted from a GeoPackage merged in the run directory."""
     tables = {"runs": pd.DataFrame([metadata]), "errors": errors_frame(errors)}
-    empty = empty_buildings(crs)
+    dated = any(u.info.image_date is not None for u in units)
+    empty = empty_buildings(crs, dated)
 
     def merge(target: Path, selected: list[WorkUnit], source_image: str | None = None) -> None:
         chosen = [u for u in selected if u.uid in finished]

@@ -17,6 +17,7 @@ from bldgseg.io import RasterInfo, SkippedInput, discover_inputs
 from bldgseg.modelgrid import ModelGrid
 from bldgseg.mosaic import Mosaic, MosaicTile, plan_mosaics, vrt_digest
 from bldgseg.pipeline.config import RunConfig
+from bldgseg.remote import RemotePath, remote_identity
 from bldgseg.runstate import MOSAICS
 from bldgseg.tiling import Chunk, plan_chunks
 
@@ -110,8 +111,11 @@ def plan_units(
     return units
 
 
-def file_identity(path: Path) -> str:
-    """The file's path, size and modification time (the path alone when it cannot be read)."""
+def file_identity(path: Path | RemotePath) -> str:
+    """The file's path, size and modification time (the path alone when it cannot be read); for a remote
+    raster, :func:`bldgseg.remote.remote_identity` (URL, size and ETag or Last-Modified)."""
+    if isinstance(path, RemotePath):
+        return remote_identity(path)
     try:
         stat = path.stat()
     except OSError:

@@ -30,7 +30,7 @@ from bldgseg.modelgrid import ModelGrid
 from bldgseg.models import load_checkpoint
 from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.pipeline.config import UnitSettings
-from bldgseg.pipeline.outputs import order_columns
+from bldgseg.pipeline.outputs import IMAGE_DATE, order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
 from bldgseg.postprocess import postprocess_chunk
 from bldgseg.resample import maps_to_source, read_model_region, valid_to_source
@@ -286,8 +286,8 @@ def measure_buildings(
 ) -> gpd.GeoDataFrame:
     """Add shape, image and height attributes to vectorized polygons.
 
-    ``source_image`` is the raster's path, or for a mosaic (``tiles`` given) the tile that holds each
-    building's representative point.
+    ``source_image`` is the raster's path (a remote raster's URL), or for a mosaic (``tiles`` given) the tile
+    that holds each building's representative point; ``image_date`` is added for a raster of a STAC Item.
     """
     parts = [polygons[["geometry", "confidence"]], shape_attributes(polygons)]
     if settings.texture:
@@ -301,5 +301,7 @@ def measure_buildings(
         frame["source_image"] = tile_of_points(points.x.to_numpy(), points.y.to_numpy(), tiles)
     else:
         frame["source_image"] = str(info.path)
+    if info.image_date is not None:
+        frame[IMAGE_DATE] = info.image_date
     frame["model"] = model_name
     return order_columns(gpd.GeoDataFrame(frame, geometry="geometry", crs=info.crs))
