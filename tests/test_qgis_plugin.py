@@ -247,3 +247,9 @@ def test_provider_in_headless_qgis(qgis_python, tmp_path):
     assert found["measure"]["features"] > 0
     assert found["failure"].startswith("bldgseg run: ") and "\n" not in found["failure"]
     assert found["render"]["style_pixels"] > 0 and png.exists()
+
+
+def test_readme_names_the_zip_the_script_builds(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"`dist/{PLUGIN.name}-{build.plugin_version()}.zip`" in readme
+    assert "BLDGSEG_EXECUTABLE" in (PLUGIN / "settings.py").read_text() and "Providers > bldgseg" in readme
