@@ -6,6 +6,7 @@ import configparser
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -171,9 +172,23 @@ def process_alive(pid: int) -> bool:
     return not (status.exists() and status.read_text().split()[2] == "Z")  # a zombie is dead
 
 
+def venv_bldgseg() -> list[str]:
+    """This checkout's bldgseg under the test's Python (the runner drops PYTHONPATH, so it is given by ``env``)."""
+    return ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "bldgseg"]
+
+
+def test_child_environment_leaves_qgis_python_and_gdal_settings_behind(monkeypatch):
+    monkeypatch.setenv("PYTHONHOME", "/qgis/apps/Python39")
+    monkeypatch.setenv("PROJ_LIB", "/qgis/share/proj")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    env = runner.child_environment()
+    assert not {"PYTHONHOME", "PROJ_LIB", "FORCE_COLOR"} & set(env)
+    assert env["BLDGSEG_PROGRESS"] == "json" and env["NO_COLOR"] == "1" and env["PATH"] == os.environ["PATH"]
+
+
 def test_runner_on_the_real_cli(tmp_path):
     """The progress and error lines the runner reads are the ones bldgseg prints."""
-    command = [sys.executable, "-m", "bldgseg"]
+    command = venv_bldgseg()
     out = tmp_path / "out.gpkg"
     progress, lines = run_collecting(command, ["run", str(TILE), "-o", str(out)])
     assert out.exists() and progress and progress[-1][1] == progress[-1][2]
@@ -213,7 +228,8 @@ def test_provider_in_headless_qgis(qgis_python, tmp_path):
     """Registers the provider from the repository folder, runs Extract buildings (and Measure attributes) through
     ``processing`` with the venv's bldgseg, loads the outputs as QGIS does, and renders them over the tile."""
     png = tmp_path / "extract.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(REPO)}
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # QGIS's own Python
+    env["QT_QPA_PLATFORM"] = "offscreen"
     proc = subprocess.run(
         [
             qgis_python,
@@ -221,7 +237,7 @@ def test_provider_in_headless_qgis(qgis_python, tmp_path):
             "--plugin-dir",
             str(PLUGIN.parent),
             "--bldgseg",
-            f"{sys.executable} -m bldgseg",
+            shlex.join(venv_bldgseg()),
             "--image",
             str(TILE),
             "--footprints",

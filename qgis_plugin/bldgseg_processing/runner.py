@@ -26,6 +26,9 @@ __all__ = [
 PROGRESS_ENV = "BLDGSEG_PROGRESS"
 #: Lines of output kept to find the error message in.
 TAIL_LINES = 200
+#: QGIS's own Python and GDAL/PROJ settings (OSGeo4W and the macOS bundle set them): bldgseg runs in its own
+#: environment with its own Python and its wheels' GDAL/PROJ data, which these would point elsewhere.
+QGIS_ONLY_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "GDAL_DATA", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA")
 
 
 class BldgsegFailed(Exception):
@@ -131,10 +134,10 @@ def run_bldgseg(
 
 
 def child_environment() -> dict[str, str]:
-    """This process's environment with machine-readable progress, no colours and wide lines."""
-    env = dict(os.environ)
+    """This process's environment without QGIS's own Python/GDAL/PROJ settings, with machine-readable
+    progress, no colours and wide lines."""
+    env = {key: value for key, value in os.environ.items() if key not in (*QGIS_ONLY_VARIABLES, "FORCE_COLOR")}
     env.update({PROGRESS_ENV: "json", "NO_COLOR": "1", "COLUMNS": "240", "PYTHONUNBUFFERED": "1"})
-    env.pop("FORCE_COLOR", None)
     return env
 
 

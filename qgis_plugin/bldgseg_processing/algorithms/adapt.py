@@ -67,7 +67,7 @@ class AdaptToRegion(BldgsegAlgorithm):
 
     def arguments(self, parameters, context, feedback):
         footprints, layer = vector_file(self, parameters, "FOOTPRINTS", context, feedback)
-        folder = self.parameterAsString(parameters, "OUTPUT", context)
+        folder = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         args = [*raster_files(self, parameters, "IMAGES", context), "--footprints", footprints]
         if layer:
             args += ["--footprints-layer", layer]

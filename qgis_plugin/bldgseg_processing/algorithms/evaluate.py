@@ -74,7 +74,7 @@ class Evaluate(BldgsegAlgorithm):
     def arguments(self, parameters, context, feedback):
         pred, pred_layer = vector_file(self, parameters, "PREDICTIONS", context, feedback)
         truth, truth_layer = vector_file(self, parameters, "TRUTH", context, feedback)
-        folder = self.parameterAsString(parameters, "OUTPUT", context)
+        folder = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         args = [pred, truth, "--out", folder, "--overwrite"]
         if pred_layer:
             args += ["--pred-layer", pred_layer]

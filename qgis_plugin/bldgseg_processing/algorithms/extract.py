@@ -111,7 +111,7 @@ class ExtractBuildings(BldgsegAlgorithm):
         args += ["--threads", str(self.parameterAsInt(parameters, "THREADS", context))]
         results = {"OUTPUT": output}
         if given(parameters, "PROBABILITY_MAPS"):
-            folder = self.parameterAsString(parameters, "PROBABILITY_MAPS", context)
+            folder = self.parameterAsFileOutput(parameters, "PROBABILITY_MAPS", context)
             args += ["--save-masks", folder]
             results["PROBABILITY_MAPS"] = folder
         return args, results
