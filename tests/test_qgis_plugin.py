@@ -88,8 +88,9 @@ def test_progress_lines_and_error_messages():
     assert runner.parse_progress("wrote out.gpkg: 7 buildings") is None
     assert runner.parse_progress('{"event": "other"}') is None
     assert runner.error_message(["chunks 1/1", "error: a.tif: no CRS; assign one"], 2) == "a.tif: no CRS; assign one"
-    usage = ["╭─ Error ─────╮", "│ No such option: --bogus │", "╰─────────────╯"]
+    usage = ["Usage: bldgseg run [OPTIONS]", "╭─ Error ─────╮", "│ No such option: --bogus │", "╰─────────────╯"]
     assert runner.error_message(usage, 2) == "No such option: --bogus"
+    assert runner.error_message(["Traceback …", "MemoryError"], 1) == "MemoryError (exit status 1)"
     assert runner.error_message([], 9) == "bldgseg stopped with exit status 9"
 
 

@@ -74,16 +74,21 @@ def parse_progress(line: str) -> tuple[str, int, int] | None:
 
 
 def error_message(lines: Sequence[str], returncode: int) -> str:
-    """bldgseg's one-line error (``error: …``), else a usage error from the command-line parser, else the last
-    line it printed, else the exit status."""
+    """bldgseg's one-line error (``error: …``), else the text of the command-line parser's "Error" box (a
+    usage error), else the last line it printed, else the exit status."""
     for line in reversed(lines):
         if line.startswith("error:"):
             return line[len("error:") :].strip()
     frame = "│╭╮╰╯─ "
-    for line in reversed(lines):
-        text = line.strip(frame)
-        if text.startswith(("Error:", "Usage error", "Invalid value", "No such option", "Missing")):
-            return text
+    boxes = [i for i, line in enumerate(lines) if line.startswith("╭") and " Error " in line]
+    if boxes:
+        inside = []
+        for line in lines[boxes[-1] + 1 :]:
+            if line.startswith("╰"):
+                break
+            inside.append(line.strip(frame))
+        if any(inside):
+            return " ".join(part for part in inside if part)
     for line in reversed(lines):
         if line.strip(frame):
             return f"{line.strip(frame)} (exit status {returncode})"
