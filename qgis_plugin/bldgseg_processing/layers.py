@@ -24,6 +24,8 @@ def raster_file(layer: QgsMapLayer) -> str:
             "(GeoTIFF, VRT…): save it as a GeoTIFF first"
         )
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    if parts.get("layerName"):  # a subdataset (GPKG:/x.gpkg:table, NETCDF:…): GDAL opens the source string
+        return layer.source()
     return parts.get("path") or layer.source()
 
 
