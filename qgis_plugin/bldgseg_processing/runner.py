@@ -111,6 +111,16 @@ def run_bldgseg(
     cannot be started. Returns the exit status (0).
     """
     process = _start(list(command) + list(arguments))
+    with process.stdout:
+        tail = _follow(process, on_progress, on_line, is_cancelled, poll_seconds)
+    returncode = process.wait()
+    if returncode != 0:
+        raise BldgsegFailed(error_message(list(tail), returncode), returncode)
+    return returncode
+
+
+def _follow(process, on_progress, on_line, is_cancelled, poll_seconds: float) -> deque[str]:
+    """Pass the process's lines on until its output ends (or stop it when cancelled); the last lines."""
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(process, lines), daemon=True)
     reader.start()
@@ -118,6 +128,7 @@ def run_bldgseg(
     while True:
         if is_cancelled():
             _stop(process)
+            reader.join(timeout=5)  # the pipe is at its end once the process is gone
             raise BldgsegCancelled("cancelled; bldgseg was stopped")
         try:
             line = lines.get(timeout=poll_seconds)
@@ -131,11 +142,8 @@ def run_bldgseg(
         elif line.strip():
             tail.append(line)
             on_line(line)
-    returncode = process.wait()
     reader.join(timeout=5)
-    if returncode != 0:
-        raise BldgsegFailed(error_message(list(tail), returncode), returncode)
-    return returncode
+    return tail
 
 
 def child_environment() -> dict[str, str]:
