@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 
 import geopandas as gpd
@@ -21,6 +20,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from bldgseg.files import GPKG_SIDECARS, atomic_write, refuse_existing
+from bldgseg.qgis_styles import building_style, style_for_columns
 from bldgseg.vector_formats import output_format, write_frame
 
 __all__ = [
@@ -73,14 +73,15 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
 
 def default_building_style(geometry_column: str = "geom") -> str:
-    """QGIS 3 QML for the ``buildings`` layer: translucent orange fill, 0.6 mm solid outline, no labels.
+    """QGIS 3 QML for a ``buildings`` layer from ``bldgseg run``: graduated by ``confidence`` (see
+    :func:`bldgseg.qgis_styles.building_style`), no labels.
 
     A QML does not name the geometry column, so the text is the same for any ``geometry_column``; the
     column is recorded next to the style in ``layer_styles.f_geometry_column`` by :func:`write_gpkg`.
     """
     if not geometry_column:
         raise ValueError("geometry_column must be a non-empty column name")
-    return resources.files("bldgseg").joinpath("styles", "buildings.qml").read_text(encoding="utf-8")
+    return building_style()
 
 
 def write_gpkg(
@@ -93,7 +94,8 @@ def write_gpkg(
     """Write spatial ``layers`` and attribute-only ``tables`` into one GeoPackage, atomically.
 
     ``styles`` maps layer names to QML stored as each layer's default QGIS style in ``layer_styles``;
-    ``None`` gives ``buildings`` (when present) :func:`default_building_style`, ``{}`` stores none.
+    ``None`` gives ``buildings`` (when present) the style for its columns (:func:`default_building_style`
+    with a ``confidence`` column, else the plain footprint style), ``{}`` stores none.
     Empty layers keep their columns and are declared ``Polygon`` (see ``EMPTY_LAYER_GEOMETRY_TYPE``);
     mixed Polygon/MultiPolygon layers are written as MultiPolygon. The DataFrame index is not written.
     Missing parent folders are created. Raises ``OutputExistsError`` when ``path`` exists and not
@@ -103,7 +105,7 @@ def write_gpkg(
     tables = dict(tables or {})
     frames = check_frames(layers, tables)
     if styles is None:
-        styles = {"buildings": default_building_style()} if "buildings" in layers else {}
+        styles = {"buildings": style_for_columns(layers["buildings"].columns)} if "buildings" in layers else {}
     unknown = sorted(set(styles) - set(layers))
     if unknown:
         raise ValueError(f"styles given for {unknown}, which are not spatial layers being written")

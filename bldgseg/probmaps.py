@@ -1,4 +1,4 @@
-"""Probability maps written chunk by chunk, then converted to a Cloud-Optimized GeoTIFF."""
+"""Probability maps written chunk by chunk, then converted to a Cloud-Optimized GeoTIFF with a QGIS style."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rasterio.windows import Window
 
 from bldgseg.files import atomic_write, hidden_temp_path
 from bldgseg.io import RasterInfo
+from bldgseg.qgis_styles import write_probability_style
 
 
 class ProbabilityMapWriter:
@@ -47,7 +48,8 @@ class ProbabilityMapWriter:
         self._ds.write(np.clip(np.rint(probability * 255), 0, 255).astype(np.uint8), 1, window=window)
 
     def close(self) -> Path:
-        """Finish the COG atomically at the destination and remove the scratch file."""
+        """Finish the COG atomically at the destination, with its QGIS colour ramp as ``<stem>.qml`` next to it
+        (QGIS's default style for the file), and remove the scratch file."""
         self._ds.close()
         try:
             with atomic_write(self.destination, ".cog.tif", sync=False) as cog:
@@ -56,6 +58,7 @@ class ProbabilityMapWriter:
                 )
         finally:
             self._scratch.unlink(missing_ok=True)
+        write_probability_style(self.destination)
         return self.destination
 
     def abort(self) -> None:

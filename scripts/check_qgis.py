@@ -5,8 +5,9 @@ Run with the system Python that has PyQGIS (not the project's venv)::
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 scripts/check_qgis.py out.gpkg [under.tif] [--png out.png]
 
 Checks: the ``buildings`` layer is valid (CRS, features), its default style from ``layer_styles`` was applied
-on load (single-symbol fill with the QML's colours and outline width, labels off), the attribute-only tables
-open as geometry-less layers, and the rendered image shows the polygons (pixels in the fill colour).
+on load (the QML's renderer, e.g. graduated on ``confidence``, with its outline colours; labels off), the
+attribute-only tables open as geometry-less layers, and the rendered image shows the polygons (pixels in the
+style's outline colours).
 Prints what it found; exits 1 on any failed check, 2 when PyQGIS is missing.
 """
 
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sqlite3
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_checks(args: argparse.Namespace) -> list[str]:
-    from qgis.core import Qgis, QgsRasterLayer, QgsVectorLayer
+    from qgis.core import Qgis, QgsRasterLayer, QgsRenderContext, QgsVectorLayer
 
     failures: list[str] = []
     path = args.gpkg.resolve()
@@ -61,8 +62,8 @@ def run_checks(args: argparse.Namespace) -> list[str]:
         failures.append("layer_styles has no default (useAsDefault=1) style for 'buildings'")
     else:
         print(
-            f"layer_styles: default style for buildings, fill {expected['color']}, "
-            f"outline {expected['outline_color']} {expected['outline_width']} mm"
+            f"layer_styles: default style for buildings, {expected['renderer']} "
+            f"{expected['attribute'] or ''}, outlines {expected['outlines']}"
         )
 
     layer = QgsVectorLayer(f"{path}|layername=buildings", "buildings", "ogr")
@@ -82,18 +83,16 @@ def run_checks(args: argparse.Namespace) -> list[str]:
 
     renderer = layer.renderer()
     print(f"renderer: {renderer.type()}, labels enabled: {layer.labelsEnabled()}")
-    if renderer.type() != "singleSymbol":
-        failures.append(f"renderer is {renderer.type()!r}, expected the QML's 'singleSymbol'")
-    elif expected is not None:
-        symbol_layer = renderer.symbol().symbolLayer(0)
-        fill = rgba(symbol_layer.color())
-        outline = rgba(symbol_layer.strokeColor())
-        width = symbol_layer.strokeWidth()
-        print(f"applied style: fill {fill}, outline {outline} {width} mm")
-        if fill != expected["color"]:
-            failures.append(f"fill colour {fill} != QML {expected['color']} (default style not applied)")
-        if outline != expected["outline_color"] or abs(width - float(expected["outline_width"])) > 1e-9:
-            failures.append("outline differs from the QML")
+    if expected is not None:
+        if renderer.type() != expected["renderer"]:
+            failures.append(f"renderer is {renderer.type()!r}, expected the QML's {expected['renderer']!r}")
+        else:
+            symbols = renderer.symbols(QgsRenderContext())
+            outlines = sorted(rgba(symbol.symbolLayer(0).strokeColor()) for symbol in symbols)
+            attribute = renderer.classAttribute() if hasattr(renderer, "classAttribute") else ""
+            print(f"applied style: outlines {outlines}, attribute {attribute or '-'}")
+            if outlines != sorted(expected["outlines"]) or attribute != expected["attribute"]:
+                failures.append("renderer differs from the QML (default style not applied)")
     if layer.labelsEnabled():
         failures.append("labels are enabled; the QML turns them off")
 
@@ -157,26 +156,28 @@ def render(layers: list, buildings, png: Path, size: int, expected: dict | None)
         return [f"could not save {png}"]
     errors = [f"{e.layerID}: {e.message}" for e in job.errors()]
     step = max(1, size // 200)
-    painted = warm = 0
+    targets = [tuple(int(v) for v in c.split(",")[:3]) for c in (expected or {}).get("outlines", [])]
+    painted = styled = 0
     for y in range(0, image.height(), step):
         for x in range(0, image.width(), step):
             c = QColor(image.pixel(x, y))
-            if (c.red(), c.green(), c.blue()) != (255, 255, 255):
+            rgb = (c.red(), c.green(), c.blue())
+            if rgb != (255, 255, 255):
                 painted += 1
-            if c.red() > c.blue() + 60 and c.red() > 150:  # orange fill/outline over white or imagery
-                warm += 1
+            if any(sum(abs(a - b) for a, b in zip(rgb, t, strict=True)) <= 12 for t in targets):
+                styled += 1
     print(
         f"render: {png} ({image.width()}x{image.height()}), {painted} sampled pixels painted, "
-        f"{warm} in the building colours, errors {errors or 'none'}"
+        f"{styled} in the style's outline colours, errors {errors or 'none'}"
     )
     failures = [f"render error {e}" for e in errors]
-    if warm == 0 and expected is not None:
-        failures.append("no building-coloured pixels in the rendered image")
+    if styled == 0 and expected is not None:
+        failures.append("no pixels in the style's colours in the rendered image")
     return failures
 
 
-def default_style_from_file(path: Path) -> dict[str, str] | None:
-    """The fill colour, outline colour and width of the default QML stored for ``buildings``."""
+def default_style_from_file(path: Path) -> dict | None:
+    """Renderer type, classification attribute and symbol outline colours of the default QML for ``buildings``."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         row = con.execute(
@@ -189,13 +190,12 @@ def default_style_from_file(path: Path) -> dict[str, str] | None:
         con.close()
     if row is None:
         return None
-    props = {}
-    for key in ("color", "outline_color", "outline_width"):
-        match = re.search(rf'<prop k="{key}" v="([^"]*)"', row[0]) or re.search(
-            rf'<Option name="{key}" type="QString" value="([^"]*)"', row[0]
-        )
-        props[key] = match.group(1) if match else ""
-    return props
+    renderer = ET.fromstring(row[0].encode()).find("renderer-v2")
+    outlines = [
+        {p.get("k"): p.get("v") for p in layer.findall("prop")}["outline_color"]
+        for layer in renderer.findall("symbols/symbol/layer")
+    ]
+    return {"renderer": renderer.get("type"), "attribute": renderer.get("attr") or "", "outlines": outlines}
 
 
 def other_tables(path: Path) -> list[str]:

@@ -296,3 +296,18 @@ def test_device_exit_code_of_a_real_process(tmp_path):
     )
     assert proc.returncode == 5, proc.stderr
     assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_json_progress_lines_for_programs(tmp_path, red_roof_model, monkeypatch):
+    """``BLDGSEG_PROGRESS=json`` (the QGIS plugin): progress as JSON lines on stderr, no bars."""
+    import json
+
+    monkeypatch.setenv("BLDGSEG_PROGRESS", "json")
+    image = write_rgb(tmp_path / "a.tif", scene(64, 64, [(10, 10, 30, 30)]))
+    args = ["run", str(image), "-o", str(tmp_path / "o.gpkg"), "--model", str(red_roof_model), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert events and all(e["event"] == "progress" and 0 <= e["done"] <= e["total"] for e in events)
+    assert events[-1]["done"] == events[-1]["total"]
+    assert "━" not in result.output  # no rich bar

@@ -111,20 +111,33 @@ def test_default_building_style_is_a_qgis_document() -> None:
     assert root.tag == "qgis"
     assert root.get("labelsEnabled") == "0"
     renderer = root.find("renderer-v2")
-    assert renderer is not None and renderer.get("type") == "singleSymbol"
+    assert renderer is not None and renderer.get("type") == "graduatedSymbol"
+    assert renderer.get("attr") == "confidence"
     layer = renderer.find("symbols/symbol/layer")
     assert layer is not None and layer.get("class") == "SimpleFill"
     props = {p.get("k"): p.get("v") for p in layer.findall("prop")}
     r, g, b, a = (int(v) for v in props["color"].split(","))
-    assert 0.3 <= a / 255 <= 0.4
+    assert 0.3 <= a / 255 <= 0.5
     assert props["outline_style"] == "solid"
-    assert props["outline_width"] == "0.6" and props["outline_width_unit"] == "MM"
+    assert props["outline_width_unit"] == "MM"
+
+
+def test_footprints_without_confidence_get_the_plain_style(tmp_path: Path) -> None:
+    footprints = buildings().drop(columns=["confidence"], errors="ignore")
+    out = write_gpkg(tmp_path / "fp.gpkg", {"buildings": footprints})
+    with sqlite3.connect(out) as con:
+        (qml,) = con.execute("SELECT styleQML FROM layer_styles").fetchone()
+    assert ET.fromstring(qml.encode()).find("renderer-v2").get("type") == "singleSymbol"
+    with_confidence = buildings().assign(confidence=0.7)
+    out = write_gpkg(tmp_path / "b.gpkg", {"buildings": with_confidence})
+    with sqlite3.connect(out) as con:
+        assert con.execute("SELECT styleQML FROM layer_styles").fetchone() == (default_building_style(),)
 
 
 def test_styles_argument(tmp_path: Path) -> None:
     out = write_gpkg(tmp_path / "plain.gpkg", {"buildings": buildings()}, styles={})
     assert "layer_styles" not in dict(pyogrio.list_layers(out))
-    custom = default_building_style().replace("255,140,0,89", "0,0,255,89")
+    custom = default_building_style().replace("215,25,28,102", "0,0,255,89")
     out = write_gpkg(tmp_path / "custom.gpkg", {"buildings": buildings()}, styles={"buildings": custom})
     with sqlite3.connect(out) as con:
         assert con.execute("SELECT styleQML FROM layer_styles").fetchone() == (custom,)

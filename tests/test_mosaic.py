@@ -355,8 +355,10 @@ def test_probability_map_is_one_cog_per_mosaic(tmp_path, red_roof_model):
     )
     masks = tmp_path / "masks"
     run(config(tmp_path, red_roof_model, [folder, single], save_masks=masks))
-    assert sorted(p.name for p in masks.iterdir()) == [
+    assert sorted(p.name for p in masks.iterdir()) == [  # each COG with its QGIS style
+        "mosaic_t0000_0000_4tiles.probability.qml",
         "mosaic_t0000_0000_4tiles.probability.tif",
+        "single.probability.qml",
         "single.probability.tif",
     ]
     with rasterio.open(masks / "mosaic_t0000_0000_4tiles.probability.tif") as ds:

@@ -108,6 +108,7 @@ def test_probability_maps_are_saved_as_cogs(tmp_path, red_roof_model):
         assert ds.profile["tiled"]
     assert np.array_equal(prob > 127, scene(300, 300, [(80, 80, 130, 130)])[0] == 220)
     assert not [p for p in (tmp_path / "masks").iterdir() if p.name.startswith(".")]
+    assert "singlebandpseudocolor" in (tmp_path / "masks" / "a.probability.qml").read_text()  # QGIS default style
 
 
 def test_per_image_outputs(tmp_path, red_roof_model):

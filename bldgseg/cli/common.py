@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -23,6 +26,9 @@ from bldgseg.errors import BldgsegError, DeviceError, InputError, ModelError, Ou
 
 console = Console(stderr=True)
 T = TypeVar("T")
+
+#: ``BLDGSEG_PROGRESS=json``: progress as one JSON object a line on stderr instead of bars (for the QGIS plugin).
+PROGRESS_ENV = "BLDGSEG_PROGRESS"
 
 EXIT_CODES: list[tuple[type[BldgsegError], int]] = [
     (OutputExistsError, 3),
@@ -55,7 +61,14 @@ def reporting_errors(command: Callable[..., T]) -> Callable[..., T]:
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callbacks."""
+    """A rich progress bar fed by the library's ``progress(stage, done, total)`` callbacks.
+
+    With ``BLDGSEG_PROGRESS=json`` each callback is instead one line on stderr that programs can read:
+    ``{"event": "progress", "stage": "chunks", "done": 3, "total": 10}``.
+    """
+    if os.environ.get(PROGRESS_ENV, "").lower() == "json":
+        yield json_progress
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -72,6 +85,12 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def json_progress(stage: str, done: int, total: int) -> None:
+    """One machine-readable progress line on stderr."""
+    line = json.dumps({"event": "progress", "stage": stage, "done": done, "total": total})
+    print(line, file=sys.stderr, flush=True)
 
 
 def parse_bands(text: str | None) -> tuple[int, int, int] | None:
