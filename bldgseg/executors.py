@@ -32,6 +32,7 @@ __all__ = [
     "slurm_cluster",
     "slurm_cluster_kwargs",
     "task_resources",
+    "UNITS_AHEAD",
 ]
 
 #: Seconds to wait for the first worker of an existing cluster before giving up.
@@ -76,6 +77,9 @@ class Executor(ABC):
     torch_threads: int | None = None
     #: True when the work runs in other processes (possibly other machines).
     remote = False
+    #: Units of one process on the model at once (None: no limit; each worker runs as many units as it has
+    #: threads). An executor that runs more units than this lets the others read and vectorize meanwhile.
+    model_slots: int | None = None
 
     def task_resources(self, device: str) -> dict[str, float] | None:
         return None
@@ -97,24 +101,33 @@ class Executor(ABC):
         """Release the executor's resources."""
 
 
-class LocalExecutor(Executor):
-    """A thread pool in this process: ``threads`` units at once (PyTorch already uses every core for one)."""
+#: Units a :class:`LocalExecutor` runs beyond its ``threads``: while ``threads`` units are on the model, this
+#: many more read their chunk, or are vectorized, measured and written (bounded: memory stays flat).
+UNITS_AHEAD = 1
 
-    def __init__(self, threads: int = 1):
+
+class LocalExecutor(Executor):
+    """A thread pool in this process: ``threads`` units on the model at once (PyTorch already uses every core
+    for one), and ``ahead`` (default :data:`UNITS_AHEAD`) more whose other stages overlap the model."""
+
+    def __init__(self, threads: int = 1, ahead: int | None = None):
         self.threads = max(1, int(threads))
+        self.ahead = max(0, UNITS_AHEAD if ahead is None else int(ahead))
+        self.model_slots = self.threads
         self.description = f"local threads ({self.threads})"
 
     def map_units(self, fn, units, *args, resources=None):
         if not units:
             return
-        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bldgseg-unit")
+        in_flight = self.threads + self.ahead
+        pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="bldgseg-unit")
         pending: dict[Future, Any] = {}
         queue = iter(units)
         try:
-            # Keep a bounded number of units queued, so an interrupted run has few of them in flight.
+            # Only as many units as run at once are submitted, so an interrupted run has few of them in flight.
             for unit in queue:
                 pending[pool.submit(fn, unit, *args)] = unit
-                if len(pending) >= 2 * self.threads:
+                if len(pending) >= in_flight:
                     break
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn as nn
+from rasterio.windows import Window
 
 from bldgseg.engines import build_runner
 from bldgseg.errors import DeviceError, InputError
 from bldgseg.models.card import ModelCard
+from bldgseg.overlap import prefetch
 from bldgseg.precision import InferenceChoice, detect_inference
 from bldgseg.tiling import WindowLayout, plan_layout
 
 ProgressCallback = Callable[[int], None]
+#: Batches cut out, stacked and sent to the device ahead of the model by a background thread.
+PREFETCH_BATCHES = 2
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -101,9 +106,8 @@ class Predictor:
         A chunk of a larger raster passes its part of the raster's layout, so that every pixel gets the
         windows, context and blending weights it gets when the whole raster is predicted at once.
         """
-        return self._blend(
-            rgb, valid, 1, lambda stack: self._predict_batch(stack)[:, None], progress, layout=layout
-        )[0]
+        infer = partial(self._tta_tensor, to_probability=_building_probability)
+        return self._blend(rgb, valid, 1, infer, progress, layout=layout)[0]
 
     def layout_for(self, height: int, width: int) -> WindowLayout:
         """The windows over a whole ``height`` x ``width`` image (:func:`bldgseg.tiling.plan_layout`)."""
@@ -151,7 +155,7 @@ class Predictor:
             rgb,
             valid,
             len(OUTPUT_CHANNELS),
-            lambda stack: self._tta_probabilities(stack, instance_maps, unflip_instance_maps),
+            partial(self._tta_tensor, to_probability=instance_maps, unflip=unflip_instance_maps),
             progress,
             deepest_from=1,
             layout=layout,
@@ -162,74 +166,87 @@ class Predictor:
         rgb: np.ndarray,
         valid: np.ndarray,
         channels: int,
-        infer: Callable[[np.ndarray], np.ndarray],
+        infer: Callable[[torch.Tensor], torch.Tensor],
         progress: ProgressCallback | None,
         deepest_from: int | None = None,
         layout: WindowLayout | None = None,
     ) -> np.ndarray:
-        """Run ``infer`` (N x 3 x t x t uint8 -> N x channels x t x t) over blended windows of ``rgb``.
+        """Run ``infer`` (a prepared N x 3 x t x t batch -> N x channels x t x t, on the device) over blended
+        windows of ``rgb``.
 
         Channels from ``deepest_from`` on are not blended but taken from the window with the largest blending
         weight at each pixel (the first such window in the layout's order on ties). Windows reaching past the
         image are filled by padding it (reflected, marked invalid); windows without a valid pixel are skipped.
+        The next batches are cut out, stacked and sent to the device (pinned, asynchronously on CUDA) by a
+        background thread while the model runs (:data:`PREFETCH_BATCHES` ahead); on CUDA the blending runs on
+        the device too.
         """
         _, height, width = rgb.shape
         layout = self.layout_for(height, width) if layout is None else layout
         tile = layout.tile
         weight = self.weight if tile == self.tile_size else blend_weight(tile)
         rgb, valid_padded = _pad_to_layout(rgb, valid, layout)
-        ph, pw = rgb.shape[1:]
         windows = [
             w
             for w in layout.windows()
             if valid_padded[w.row_off : w.row_off + tile, w.col_off : w.col_off + tile].any()
         ]
         soft = channels if deepest_from is None else deepest_from
-        total = np.zeros((channels, ph, pw), np.float32)
-        weights = np.zeros((ph, pw), np.float32)
-        deepest = np.zeros((ph, pw), np.float32)
+        shape = (channels, *rgb.shape[1:])
+        if self.device.type == "cuda":
+            blend: HostBlend | DeviceBlend = DeviceBlend(shape, soft, weight, self.device)
+        else:
+            blend = HostBlend(shape, soft, weight)
+        with prefetch(self._prepared_batches(rgb, windows, tile), PREFETCH_BATCHES) as batches:
+            for batch, x in batches:
+                blend.add(batch, infer(x))
+                if progress:
+                    progress(len(batch))
+        out = blend.result()[:, :height, :width]
+        out[:, ~valid] = 0.0
+        return out
+
+    def _prepared_batches(
+        self, rgb: np.ndarray, windows: list[Window], tile: int
+    ) -> Iterator[tuple[list[Window], torch.Tensor]]:
+        """``(windows, normalised batch on the device)`` for each batch of ``windows`` of ``rgb``."""
         for batch in _batches(windows, self.batch_size):
             stack = np.stack(
                 [rgb[:, w.row_off : w.row_off + tile, w.col_off : w.col_off + tile] for w in batch]
             )
-            probs = infer(stack)
-            for window, prob in zip(batch, probs, strict=True):
-                rows = slice(window.row_off, window.row_off + tile)
-                cols = slice(window.col_off, window.col_off + tile)
-                total[:soft, rows, cols] += prob[:soft] * weight
-                weights[rows, cols] += weight
-                if soft < channels:
-                    better = weight > deepest[rows, cols]
-                    total[soft:, rows, cols][:, better] = prob[soft:][:, better]
-                    deepest[rows, cols][better] = weight[better]
-            if progress:
-                progress(len(batch))
-        out = np.zeros_like(total)
-        np.divide(total[:soft], weights, out=out[:soft], where=weights > 0)
-        out[soft:] = total[soft:]
-        out = out[:, :height, :width]
-        out[:, ~valid] = 0.0
-        return out
+            yield batch, self._to_input(stack)
+
+    @torch.inference_mode()
+    def _to_input(self, stack: np.ndarray) -> torch.Tensor:
+        """A uint8 batch (N x 3 x t x t) normalised on the device; on CUDA sent from pinned memory without
+        waiting (the model's work on the same stream runs after the copy)."""
+        x = torch.from_numpy(stack)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=self._memory_format)
 
     def _predict_batch(self, stack: np.ndarray) -> np.ndarray:
         """Building probability (N, H, W): sigmoid of channel 0, averaged over TTA flips."""
-        return self._tta_probabilities(stack, lambda logits: torch.sigmoid(logits[:, :1]))[:, 0]
+        return self._tta_probabilities(stack, _building_probability)[:, 0]
 
-    def _predict_batch_classes(self, stack: np.ndarray) -> np.ndarray:
+    def _predict_batch_classes(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax over the class channels (sigmoid for a one-channel model), averaged over TTA flips."""
-        return self._tta_probabilities(
-            stack,
+        return self._tta_tensor(
+            x,
             lambda logits: torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1),
         )
 
-    @torch.inference_mode()
     def _tta_probabilities(self, stack: np.ndarray, to_probability, unflip=None) -> np.ndarray:
-        """Normalise a uint8 batch, run the model (engine and precision of ``self.inference``) on it and its
-        flips, average the probabilities.
+        """:meth:`_tta_tensor` of a uint8 batch, as a NumPy array."""
+        return self._tta_tensor(self._to_input(stack), to_probability, unflip).cpu().numpy()
+
+    @torch.inference_mode()
+    def _tta_tensor(self, x: torch.Tensor, to_probability, unflip=None) -> torch.Tensor:
+        """Run the model (engine and precision of ``self.inference``) on a normalised batch and its flips,
+        average the probabilities (on the device).
 
         ``unflip(maps, dims)`` undoes a flip of the maps (default: flip them back)."""
-        x = torch.from_numpy(stack).to(self.device, non_blocking=True).float()
-        x = ((x - self.mean) / self.std).contiguous(memory_format=self._memory_format)
         flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
         prob = None
         for dims in flips:
@@ -239,7 +256,77 @@ class Predictor:
             if dims:
                 p = unflip(p, dims) if unflip else torch.flip(p, dims)
             prob = p if prob is None else prob + p
-        return (prob / len(flips)).cpu().numpy()
+        return prob / len(flips)
+
+
+def _building_probability(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits[:, :1])
+
+
+class HostBlend:
+    """Weighted sums of window maps in NumPy arrays (the CPU path).
+
+    ``shape`` (C, H, W): channels before ``soft`` are blended (sum of weight x map over sum of weights); the
+    others are taken from the window with the largest weight at each pixel (the first one on ties)."""
+
+    def __init__(self, shape: tuple[int, int, int], soft: int, weight: np.ndarray):
+        self.soft, self.weight = soft, weight
+        self.total = np.zeros(shape, np.float32)
+        self.weights = np.zeros(shape[1:], np.float32)
+        self.deepest = np.zeros(shape[1:], np.float32) if soft < shape[0] else None
+
+    def add(self, batch: list[Window], maps: torch.Tensor) -> None:
+        """Add the maps (N x C x t x t) of ``batch``'s windows."""
+        soft, weight, tile = self.soft, self.weight, self.weight.shape[0]
+        for window, prob in zip(batch, maps.cpu().numpy(), strict=True):
+            rows = slice(window.row_off, window.row_off + tile)
+            cols = slice(window.col_off, window.col_off + tile)
+            self.total[:soft, rows, cols] += prob[:soft] * weight
+            self.weights[rows, cols] += weight
+            if self.deepest is not None:
+                better = weight > self.deepest[rows, cols]
+                self.total[soft:, rows, cols][:, better] = prob[soft:][:, better]
+                self.deepest[rows, cols][better] = weight[better]
+
+    def result(self) -> np.ndarray:
+        """The blended maps (C x H x W); 0 where no window reached."""
+        out = np.zeros_like(self.total)
+        np.divide(self.total[: self.soft], self.weights, out=out[: self.soft], where=self.weights > 0)
+        out[self.soft :] = self.total[self.soft :]
+        return out
+
+
+class DeviceBlend:
+    """:class:`HostBlend` in tensors on the model's device (CUDA), so maps never leave it until the end."""
+
+    def __init__(self, shape: tuple[int, int, int], soft: int, weight: np.ndarray, device: torch.device):
+        self.soft = soft
+        self.weight = torch.from_numpy(weight).to(device)
+        self.total = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.weights = torch.zeros(shape[1:], dtype=torch.float32, device=device)
+        self.deepest = torch.zeros(shape[1:], dtype=torch.float32, device=device) if soft < shape[0] else None
+
+    def add(self, batch: list[Window], maps: torch.Tensor) -> None:
+        soft, weight, tile = self.soft, self.weight, self.weight.shape[0]
+        for window, prob in zip(batch, maps.float(), strict=True):
+            rows = slice(window.row_off, window.row_off + tile)
+            cols = slice(window.col_off, window.col_off + tile)
+            self.total[:soft, rows, cols] += prob[:soft] * weight
+            self.weights[rows, cols] += weight
+            if self.deepest is not None:
+                better = weight > self.deepest[rows, cols]
+                region = self.total[soft:, rows, cols]
+                region.copy_(torch.where(better, prob[soft:], region))
+                self.deepest[rows, cols] = torch.where(better, weight, self.deepest[rows, cols])
+
+    def result(self) -> np.ndarray:
+        out = torch.zeros_like(self.total)
+        covered = self.weights > 0
+        out[: self.soft] = torch.where(
+            covered, self.total[: self.soft] / torch.where(covered, self.weights, 1.0), 0.0
+        )
+        out[self.soft :] = self.total[self.soft :]
+        return out.cpu().numpy()
 
 
 def _pad_to_layout(

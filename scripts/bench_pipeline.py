@@ -153,6 +153,8 @@ def run_bldgseg(raster: Path, out: Path, args: argparse.Namespace, gpu: bool) ->
     cmd = [sys.executable, "-m", "bldgseg", "run", str(raster), "-o", str(out), "--model", args.model]
     cmd += ["--device", args.device, "--precision", args.precision, "--engine", args.engine]
     cmd += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    if args.chunk_size:
+        cmd += ["--chunk-size", str(args.chunk_size)]
     result = timed_process(cmd, gpu=gpu)
     import pyogrio
 
@@ -217,6 +219,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model-tiles", type=int, default=32, help="tiles timed for the model-alone figure")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="bldgseg's --chunk-size (default: the CLI's)"
+    )
     parser.add_argument("--peers", default="naive,torchgeo", help="comma-separated, or 'none'")
     parser.add_argument(
         "--engines-table", action="store_true", help="also time the model alone for every engine/precision here"

@@ -16,7 +16,7 @@ import torch
 from bldgseg.inference import Predictor
 from bldgseg.models import load_checkpoint
 from bldgseg.pipeline import RunConfig, run
-from tests.conftest import SAMPLE, scene, write_rgb
+from tests.conftest import ROOF_SHADES, SAMPLE, scene, write_rgb
 
 pytestmark = pytest.mark.gpu
 
@@ -42,6 +42,27 @@ def test_cuda_probabilities_equal_the_cpus_within_amp_tolerance():
     assert np.abs(gpu - cpu).max() < MAX_PROBABILITY_DIFFERENCE
     assert ((gpu >= 0.5) != (cpu >= 0.5)).mean() < MAX_FLIPPED_PIXELS
     assert (cpu >= 0.5).mean() > 0.05  # the tile has buildings: the comparison is not of two empty maps
+
+
+def test_cuda_blending_on_the_device_gives_the_cpus_maps(roof_instance_model):
+    """Normalisation and blending on the device, batches from pinned memory sent asynchronously: in fp32, the
+    maps equal the CPU's within TF32 rounding, blended over many overlapping windows (bundled model) and taken
+    from the deepest window (instance model)."""
+    model, card = load_checkpoint("aerial-buildings")
+    rgb = sample_rgb()
+    valid = np.ones(rgb.shape[1:], bool)
+    kw = dict(batch_size=5, tile_size=128, overlap=48, precision="fp32")
+    cpu = Predictor(model, card, "cpu", **kw).predict(rgb, valid)
+    model, card = load_checkpoint("aerial-buildings")
+    gpu = Predictor(model, card, "cuda", **kw).predict(rgb, valid)
+    assert gpu.dtype == np.float32 and np.abs(gpu - cpu).max() < 0.01
+    assert ((gpu >= 0.5) != (cpu >= 0.5)).mean() < 0.001 and (cpu >= 0.5).mean() > 0.05
+    roofs = scene(200, 230, [(10, 10, 60, 90), (10, 90, 60, 150), (120, 100, 190, 200)], ROOF_SHADES[:3])
+    model, card = load_checkpoint(roof_instance_model)
+    cpu = Predictor(model, card, "cpu", batch_size=3).predict_instances(roofs, np.ones((200, 230), bool))
+    gpu = Predictor(model, card, "cuda", batch_size=3).predict_instances(roofs, np.ones((200, 230), bool))
+    assert gpu.shape == cpu.shape == (4, 200, 230)
+    assert (np.abs(gpu - cpu) > 1e-3).mean() < 0.001
 
 
 def test_cuda_inference_runs_the_model_in_half_precision():

@@ -69,3 +69,36 @@ def test_tile_size_must_suit_the_network(red_roof_model):
     model, card = load_checkpoint(red_roof_model)
     with pytest.raises(InputError, match="multiple of 32"):
         Predictor(model, card, "cpu", tile_size=100)
+
+
+def test_device_blending_gives_the_host_blendings_maps():
+    """The CUDA path's blending (``DeviceBlend``, torch tensors) checked here on the CPU against the NumPy one:
+    blended channels and channels taken from the deepest window, windows overlapping in every direction."""
+    from rasterio.windows import Window
+
+    from bldgseg.inference import DeviceBlend, HostBlend
+
+    rng = np.random.default_rng(0)
+    tile, shape, soft = 32, (4, 90, 90), 2
+    weight = blend_weight(tile)
+    windows = [Window(c, r, tile, tile) for r in (0, 20, 48) for c in (0, 24, 50, 58)]
+    maps = torch.from_numpy(rng.random((len(windows), shape[0], tile, tile), dtype=np.float32))
+    host, device = HostBlend(shape, soft, weight), DeviceBlend(shape, soft, weight, torch.device("cpu"))
+    for start in range(0, len(windows), 5):
+        host.add(windows[start : start + 5], maps[start : start + 5])
+        device.add(windows[start : start + 5], maps[start : start + 5])
+    expected, got = host.result(), device.result()
+    assert got.dtype == np.float32 and got.shape == shape
+    np.testing.assert_allclose(got[:soft], expected[:soft], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[soft:], expected[soft:])
+    assert (expected[:, 80:, :] == 0).all() and (got[:, 80:, :] == 0).all()  # rows no window reached: 0
+
+
+def test_batches_made_ahead_give_the_maps_of_batches_made_in_turn(red_roof_model, monkeypatch):
+    model, card = load_checkpoint(red_roof_model)
+    predictor = Predictor(model, card, "cpu", batch_size=2)
+    rgb = scene(150, 170, [(10, 20, 60, 90), (100, 140, 150, 170)])
+    valid = np.ones((150, 170), bool)
+    ahead = predictor.predict(rgb, valid)
+    monkeypatch.setattr("bldgseg.inference.PREFETCH_BATCHES", 0)
+    np.testing.assert_array_equal(ahead, predictor.predict(rgb, valid))

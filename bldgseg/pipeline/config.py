@@ -106,6 +106,8 @@ class UnitSettings:
     instances: bool = False
     #: Threads PyTorch uses in a worker process (set by cluster executors; None leaves the default).
     torch_threads: int | None = None
+    #: Units of a worker process on the model at once (set by the executor, see ``Executor.model_slots``).
+    model_slots: int | None = None
     #: GDAL block cache while a unit runs (MiB; None: GDAL's default of 5 % of RAM). Sized from the chunk, so a
     #: worker's memory does not grow with the amount of raster it has read.
     gdal_cache_mb: int | None = None
@@ -204,6 +206,7 @@ UNIT_SETTINGS_UNHASHED: dict[str, str] = {
     "batch_size": "changes speed and memory, not the predictions",
     "keep_probability": "parts lacking a probability map are re-run when one is needed (RunDir.finished)",
     "torch_threads": "set by the executor",
+    "model_slots": "set by the executor",
     "gdal_cache_mb": "a cache size, derived from the chunk size",
 }
 

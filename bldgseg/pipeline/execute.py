@@ -82,7 +82,9 @@ def execute_units(
         )
         if executor.remote and todo:
             executor.check_paths(_paths_workers_need(settings, infos, rundir, mosaics))
-        settings = replace(settings, torch_threads=executor.torch_threads)
+        settings = replace(
+            settings, torch_threads=executor.torch_threads, model_slots=executor.model_slots
+        )
         completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
         t_done = time.perf_counter()
     return {

@@ -29,6 +29,7 @@ from bldgseg.io import RasterInfo
 from bldgseg.modelgrid import ModelGrid
 from bldgseg.models import load_checkpoint
 from bldgseg.mosaic import MosaicTile, tile_of_points
+from bldgseg.overlap import StageGate, stage_gate
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import IMAGE_DATE, order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
@@ -104,10 +105,15 @@ def _local_worker_index() -> int | None:
 
 
 def predict_chunk(
-    unit: WorkUnit, predictor: Predictor, instances: bool = False, threshold: float | None = None
+    unit: WorkUnit,
+    predictor: Predictor,
+    instances: bool = False,
+    threshold: float | None = None,
+    model_gate: StageGate | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Probability, validity and (with ``instances``) instance labels on the source grid of the unit's read
-    window. ``threshold``: the card's if None.
+    window. ``threshold``: the card's if None. ``model_gate``: held while the model runs (the chunk is read
+    before, and its maps resampled after, so other units' models can run meanwhile).
 
     The chunk runs its part of the raster's own model grid (:mod:`bldgseg.modelgrid`): the windows of a
     whole-raster run that touch it, on model pixels resampled exactly as for the whole raster, and its maps are
@@ -121,12 +127,13 @@ def predict_chunk(
     region = grid.chunk_region(read)
     rgb, model_valid = read_model_region(info, grid, region.model)
     origin = (int(region.model.row_off), int(region.model.col_off))
-    if instances:
-        maps = predictor.predict_instances(rgb, model_valid, layout=region.layout)
-        maps = maps_to_source(maps, grid, origin, read, offset_channels=(2, 3))
-    else:
-        maps = predictor.predict(rgb, model_valid, layout=region.layout)[None]
-        maps = maps_to_source(maps, grid, origin, read)
+    with (model_gate or StageGate(None)).held():
+        if instances:
+            maps = predictor.predict_instances(rgb, model_valid, layout=region.layout)
+        else:
+            maps = predictor.predict(rgb, model_valid, layout=region.layout)[None]
+    del rgb
+    maps = maps_to_source(maps, grid, origin, read, offset_channels=(2, 3) if instances else None)
     valid = valid_to_source(model_valid, grid, origin, read)
     maps[:, ~valid] = 0.0
     prob = np.ascontiguousarray(maps[0], dtype=np.float32)
@@ -161,7 +168,8 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     start = time.perf_counter()
     predictor = get_predictor(settings)
     grouped = settings.instances and settings.vectorize  # probability maps alone need no grouping
-    prob, _, labels = predict_chunk(unit, predictor, grouped, settings.threshold)
+    gate = stage_gate("model", settings.model_slots)
+    prob, _, labels = predict_chunk(unit, predictor, grouped, settings.threshold, gate)
     info, read = unit.info, unit.chunk.read
     core_prob = None
     if settings.keep_probability:

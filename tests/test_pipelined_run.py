@@ -1,0 +1,168 @@
+"""The pipelined run (units overlapping the model, batches prepared ahead) gives the sequential run's buildings,
+keeps at most one unit on the model and two in memory, and a failing stage is still one unit's one-line error."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+
+import bldgseg.pipeline.unit as unit_module
+from bldgseg.inference import Predictor
+from bldgseg.pipeline import RunConfig, run
+from tests.conftest import SAMPLE, scene, write_rgb
+
+KAMPALA = SAMPLE / "images" / "kampala_mosaic_z20.tif"
+
+
+@pytest.fixture
+def sequential(monkeypatch: pytest.MonkeyPatch):
+    """Turn the overlap off: one unit at a time, batches made when the model asks for them."""
+
+    def apply() -> None:
+        monkeypatch.setattr("bldgseg.executors.UNITS_AHEAD", 0)
+        monkeypatch.setattr("bldgseg.inference.PREFETCH_BATCHES", 0)
+
+    return apply
+
+
+class StageLog:
+    """Start/end times of calls to stage functions, by stage; wraps them with ``monkeypatch``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.intervals: dict[str, list[tuple[float, float]]] = {}
+        self.monkeypatch = monkeypatch
+        self._lock = threading.Lock()
+
+    def wrap(self, target: object, name: str, stage: str) -> None:
+        real = getattr(target, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.intervals.setdefault(stage, []).append((start, time.perf_counter()))
+
+        self.monkeypatch.setattr(target, name, timed)
+
+    def most_at_once(self, stage: str) -> int:
+        events = sorted([(s, 1) for s, _ in self.intervals[stage]] + [(e, -1) for _, e in self.intervals[stage]])
+        inside = most = 0
+        for _, step in events:
+            inside += step
+            most = max(most, inside)
+        return most
+
+    def overlapping(self, stage: str, other: str) -> bool:
+        return any(s < e2 and s2 < e for s, e in self.intervals[stage] for s2, e2 in self.intervals[other])
+
+
+def bundled_run(tmp_path: Path, name: str) -> pd.DataFrame:
+    result = run(
+        RunConfig(
+            inputs=[KAMPALA], output=tmp_path / f"{name}.gpkg", model="aerial-buildings", device="cpu",
+            chunk_size=512, max_building_size_m=60.0,
+        )
+    )  # fmt: skip
+    assert result.metadata["units"] == 4 and result.metadata["units_failed"] == 0
+    return result.buildings
+
+
+def test_pipelined_run_gives_the_sequential_runs_buildings_with_the_bundled_model(
+    tmp_path, monkeypatch, sequential
+):
+    log = StageLog(monkeypatch)
+    log.wrap(Predictor, "predict", "model")
+    for after_model in ("maps_to_source", "_vectorize", "postprocess_chunk", "measure_buildings"):
+        log.wrap(unit_module, after_model, "after model")
+    log.wrap(unit_module, "process_unit", "unit")
+    pipelined = bundled_run(tmp_path, "pipelined")
+    assert len(pipelined) > 30
+    assert log.most_at_once("model") == 1  # one unit on the model at a time...
+    assert log.most_at_once("unit") == 2  # ...one more in flight (memory: two chunks at most)...
+    assert log.overlapping("after model", "model")  # ...vectorized while another unit runs the model
+    sequential()
+    reference = bundled_run(tmp_path, "sequential")
+    assert list(pipelined.columns) == list(reference.columns)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(pipelined.drop(columns="geometry")), pd.DataFrame(reference.drop(columns="geometry"))
+    )
+    assert all(shapely.equals_exact(pipelined.geometry.values, reference.geometry.values, tolerance=0))
+    union = shapely.union_all(reference.geometry.values)
+    assert union.symmetric_difference(shapely.union_all(pipelined.geometry.values)).area == 0
+
+
+def bldgseg_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("bldgseg-")]
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    boxes = [(r, c, r + 20, c + 30) for r in range(10, 256, 60) for c in range(10, 256, 60)]
+    return write_rgb(tmp_path / "roofs.tif", scene(256, 256, boxes))
+
+
+def small_run(tmp_path: Path, model: Path, image: Path):
+    return run(
+        RunConfig(
+            inputs=[image], output=tmp_path / "out.gpkg", model=str(model), device="cpu", chunk_size=64,
+            max_building_size_m=12.0, simplify_m=0.0, batch_size=2,
+        )
+    )  # fmt: skip
+
+
+def test_a_read_failing_in_the_middle_of_the_run_is_that_units_one_line_error(
+    tmp_path, red_roof_model, image, monkeypatch
+):
+    real = unit_module.read_model_region
+    calls = [0]
+    lock = threading.Lock()
+
+    def failing(info, grid, region):
+        with lock:
+            calls[0] += 1
+            fail = calls[0] == 5  # a unit in the middle of the run
+        if fail:
+            raise OSError("read failed:\n  block 3 is corrupt")
+        return real(info, grid, region)
+
+    monkeypatch.setattr(unit_module, "read_model_region", failing)
+    result = small_run(tmp_path, red_roof_model, image)
+    assert result.metadata["units_failed"] == 1 and result.metadata["units"] == 16
+    errors = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="errors")
+    assert all(r.endswith("OSError: read failed: block 3 is corrupt") for r in errors.reason)
+    assert all("\n" not in r for r in errors.reason)
+    assert len(result.buildings) > 0  # the other units went on
+    assert not bldgseg_threads()
+
+
+def test_a_batch_failing_in_the_prefetch_thread_is_the_units_error_and_leaves_no_thread(
+    tmp_path, red_roof_model, image, monkeypatch
+):
+    real = Predictor._to_input
+    calls = [0]
+    lock = threading.Lock()
+
+    def failing(self, stack: np.ndarray):
+        with lock:
+            calls[0] += 1
+            fail = calls[0] == 3
+        if fail:
+            assert threading.current_thread().name.startswith("bldgseg-prefetch")  # made ahead, not in the unit
+            raise ValueError("bad batch")
+        return real(self, stack)
+
+    monkeypatch.setattr(Predictor, "_to_input", failing)
+    result = small_run(tmp_path, red_roof_model, image)
+    assert result.metadata["units_failed"] == 1
+    errors = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="errors")
+    assert list(errors.reason.str.extract(r"(ValueError: .*)$")[0]) == ["ValueError: bad batch"]
+    assert not bldgseg_threads()
