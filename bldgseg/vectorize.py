@@ -111,6 +111,20 @@ def _grid_shapes(
 # -------------------- public
 
 
+def pixel_outlines(mask: np.ndarray, pixel_origin: tuple[int, int]) -> list[Polygon]:
+    """Polygons of the foreground of ``mask`` (8-connectivity, repaired and split like :func:`mask_to_polygons`)
+    in the raster's pixel coordinates (x = column, y = row; whole numbers); ``mask`` is a window of the raster
+    from ``pixel_origin`` (row, col)."""
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    if n == 0:
+        return []
+    row, col = pixel_origin
+    outlines = shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=Affine.translation(col, row))
+    geoms = [shape(g) for g, _ in outlines]
+    return _valid_parts(geoms, [0] * len(geoms))[0]
+
+
+
 def mask_to_polygons(
     mask: np.ndarray,
     transform: Affine,

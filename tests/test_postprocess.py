@@ -13,6 +13,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
+from scipy import ndimage
 from skimage.draw import polygon as draw_polygon
 
 from bldgseg.errors import ModelError
@@ -289,3 +290,30 @@ def test_a_run_applies_the_cards_post_processing_the_same_in_any_chunking(tmp_pa
     assert len(raw) == 2 and sorted(raw.area_m2.round(2)) == pytest.approx([0.81, 20 * 30 * 0.09 + 10 * 0.09])
     assert len(whole) == 1 and whole.area_m2.iloc[0] == pytest.approx(20 * 30 * 0.09)
     assert whole.geometry.iloc[0].equals_exact(chunked.buildings.geometry.iloc[0], 0.0)
+
+
+@pytest.mark.parametrize("opening_m", [0.5, 1.0, 1.5, 2.0])
+def test_opening_on_the_raster_gives_the_polygon_openings_shapes(opening_m, monkeypatch):
+    # the pipeline opens a semantic mask on the raster ((side + 1)-pixel blocks); it must keep exactly what the
+    # polygon opening (buffers) keeps, with every later step on, on ragged random masks
+    rng = np.random.default_rng(int(opening_m * 10))
+    post = settings(opening_m=opening_m, min_area_m2=2.0, merge_fragments=True, hole_area_m2=1.0)
+
+    def shapes_of(gdf):
+        return sorted(
+            (shapely.normalize(shapely.simplify(g, 0)).wkb, round(c, 12))
+            for g, c in zip(gdf.geometry, gdf["confidence"], strict=True)
+        )
+
+    kept = 0
+    for _ in range(8):
+        mask = ndimage.binary_dilation(rng.random((80, 80)) < 0.02, iterations=int(rng.integers(1, 6)))
+        mask = ndimage.binary_opening(mask | (rng.random((80, 80)) < 0.05)) | (rng.random((80, 80)) < 0.03)
+        polygons = mask_to_polygons(mask, TRANSFORM, "EPSG:32636", prob=rng.random((80, 80)))
+        by_buffers = postprocess_chunk(polygons, info(80, 80), post)
+        with monkeypatch.context() as patch:  # with the mask, no polygon is buffered
+            patch.setattr("bldgseg.postprocess._opening", lambda *a: pytest.fail("buffered a polygon"))
+            on_raster = postprocess_chunk(polygons, info(80, 80), post, mask=mask, pixel_origin=(0, 0))
+        assert shapes_of(on_raster) == shapes_of(by_buffers)
+        kept += len(by_buffers)
+    assert kept > 20

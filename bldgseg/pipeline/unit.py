@@ -184,7 +184,9 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
             time.perf_counter() - start,
         )
     polygons = _vectorize(unit, settings, prob, labels)
-    polygons = postprocess_chunk(polygons, info, settings.postprocess(), instances=labels is not None)
+    mask = prob >= settings.threshold if labels is None else None
+    origin = (int(read.row_off), int(read.col_off))
+    polygons = postprocess_chunk(polygons, info, settings.postprocess(), labels is not None, mask, origin)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
