@@ -118,10 +118,8 @@ def pixel_outlines(mask: np.ndarray, pixel_origin: tuple[int, int]) -> list[Poly
     labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return []
-    row, col = pixel_origin
-    outlines = shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=Affine.translation(col, row))
-    geoms = [shape(g) for g, _ in outlines]
-    return _valid_parts(geoms, [0] * len(geoms))[0]
+    outlines = _grid_shapes(labels.astype(np.int32), mask, Affine.identity(), pixel_origin)
+    return _valid_parts([g for g, _ in outlines], [v for _, v in outlines])[0]
 
 
 
