@@ -404,7 +404,7 @@ def postprocess_chunk(
     """
     frame = PixelFrame.of(info)
     opened = None
-    side = round(settings.opening_m / frame.unit_m) if settings.opening_m > 0 else 0
+    side = round(2 * _opening_radius(settings.opening_m, frame)) if settings.opening_m > 0 else 0
     if mask is not None and not instances and side > 0 and frame.to_frame.almost_equals(~info.transform):
         opened = opened_outlines(mask, pixel_origin, side)
     cleaned = clean_polygons(polygons, frame, settings, instances, opened)
