@@ -183,9 +183,9 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
             core_prob,
             time.perf_counter() - start,
         )
-    polygons = _vectorize(unit, settings, prob, labels)
     mask = prob >= settings.threshold if labels is None else None
     origin = (int(read.row_off), int(read.col_off))
+    polygons = _vectorize(info, origin, prob, mask, labels)
     polygons = postprocess_chunk(polygons, info, settings.postprocess(), labels is not None, mask, origin)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
@@ -193,18 +193,20 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
 
 
 def _vectorize(
-    unit: WorkUnit, settings: UnitSettings, prob: np.ndarray, labels: np.ndarray | None
+    info: RasterInfo,
+    origin: tuple[int, int],
+    prob: np.ndarray,
+    mask: np.ndarray | None,
+    labels: np.ndarray | None,
 ) -> gpd.GeoDataFrame:
-    """Raw polygons of the read window: one per instance label, else per connected component above threshold
-    (post-processing simplifies them).
+    """Raw polygons of the read window (from ``origin``: row, col): one per instance label, else per connected
+    component of ``mask`` (the thresholded probability; post-processing simplifies them).
 
     Vertices come from the raster's own pixel coordinates and transform, so a building gets bit-identical
     vertices from every chunk that sees it whole."""
-    info = unit.info
-    origin = (int(unit.chunk.read.row_off), int(unit.chunk.read.col_off))
     if labels is not None:
         return instance_outlines(labels, info.transform, info.crs, prob=prob, pixel_origin=origin)
-    return mask_to_polygons(prob >= settings.threshold, info.transform, info.crs, prob=prob, pixel_origin=origin)
+    return mask_to_polygons(mask, info.transform, info.crs, prob=prob, pixel_origin=origin)
 
 
 def run_unit(unit: WorkUnit, settings: UnitSettings, run_dir: str) -> UnitRecord:
