@@ -3,7 +3,8 @@
 A runner maps a normalised float32 batch (N x 3 x H x W, torch) to float32 logits (N x C x H x W, torch). The
 OpenVINO IR is converted from the torch model on first use and cached in the user cache directory under a key
 made of the weights' hash, the architecture and the OpenVINO version, so every later run (and every worker
-process) only compiles it.
+process) only compiles it. A checkpoint file's own hash also points at its IR (``by-file/``), so a run whose IR is
+cached never builds the torch model at all (no segmentation_models_pytorch/timm/torchvision import, ~3 s).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import torch.nn as nn
 from bldgseg.errors import DeviceError
 from bldgseg.precision import InferenceChoice
 
-__all__ = ["Runner", "build_runner", "cache_dir", "openvino_ir_path", "weights_digest"]
+__all__ = ["Runner", "build_runner", "cache_dir", "file_digest", "openvino_ir_path", "weights_digest"]
 
 #: ``runner(x)``: normalised float32 batch -> float32 logits, both torch tensors on the predictor's device.
 Runner = Callable[[torch.Tensor], torch.Tensor]
+#: A model, or a function that builds it (called only when the chosen engine needs the torch model).
+ModelSource = nn.Module | Callable[[], nn.Module]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CONVERT_LOCK = threading.Lock()
@@ -53,14 +56,31 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_digest(path: Path) -> str:
+    """sha256 (16 hex digits) of a checkpoint file's bytes: finds its cached IR without building the model."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def build_runner(
-    model: nn.Module, device: torch.device, choice: InferenceChoice, tile_size: int
+    model: ModelSource,
+    device: torch.device,
+    choice: InferenceChoice,
+    tile_size: int,
+    weights_file: str | None = None,
 ) -> tuple[Runner, InferenceChoice]:
     """The runner for ``choice`` and the choice as it ended up (an automatic OpenVINO engine that cannot
-    convert the model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`)."""
+    convert the model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`).
+
+    ``model`` may be a function that builds it: with ``weights_file`` (:func:`file_digest` of the checkpoint)
+    and that file's IR cached, the OpenVINO engine never calls it."""
+    model = _Lazy(model)
     if choice.engine == "openvino":
         try:
-            return _openvino_runner(model, choice, tile_size)
+            return _openvino_runner(model, choice, tile_size, weights_file)
         except DeviceError:
             raise
         except Exception as exc:  # a model OpenVINO cannot trace or compile
@@ -71,7 +91,20 @@ def build_runner(
                 ) from exc
             reason = f"{choice.reason}; OpenVINO could not convert the model ({type(exc).__name__}), torch used"
             choice = replace(choice, engine="torch", reason=reason)
-    return _torch_runner(model, device, choice.precision), choice
+    return _torch_runner(model(), device, choice.precision), choice
+
+
+class _Lazy:
+    """A model built on the first call and kept (``ModelSource`` either way)."""
+
+    def __init__(self, source: ModelSource):
+        self._model = source if isinstance(source, nn.Module) else None
+        self._build = None if self._model is not None else source
+
+    def __call__(self) -> nn.Module:
+        if self._model is None:
+            self._model = self._build()
+        return self._model
 
 
 def _torch_runner(model: nn.Module, device: torch.device, precision: str) -> Runner:
@@ -85,11 +118,15 @@ def _torch_runner(model: nn.Module, device: torch.device, precision: str) -> Run
 
 
 def _openvino_runner(
-    model: nn.Module, choice: InferenceChoice, tile_size: int
+    model: _Lazy, choice: InferenceChoice, tile_size: int, weights_file: str | None
 ) -> tuple[Runner, InferenceChoice]:
     import openvino as ov
 
-    xml = openvino_ir_path(model, tile_size)
+    xml = _ir_of_file(weights_file) if weights_file else None
+    if xml is None:
+        xml = openvino_ir_path(model(), tile_size)
+        if weights_file:
+            _remember_ir_of_file(weights_file, xml)
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
     compiled = core.compile_model(
@@ -117,6 +154,31 @@ def _precision_name(hint: Any) -> str:
     """OpenVINO's element type (``f32``, ``bf16``, ``f16``) as a ``--precision`` name."""
     text = str(getattr(hint, "get_type_name", lambda: hint)()).lower()
     return {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "f16": "fp16"}.get(text, text)
+
+
+def _file_index(weights_file: str) -> Path:
+    import openvino as ov
+
+    version = ov.get_version().split("-")[0]
+    return cache_dir() / "openvino" / "by-file" / f"{weights_file}-ov{version}.txt"
+
+
+def _ir_of_file(weights_file: str) -> Path | None:
+    """The cached IR a checkpoint file converted to, or None (never converted, or the IR was removed)."""
+    index = _file_index(weights_file)
+    try:
+        xml = index.parent.parent / index.read_text().strip() / "model.xml"
+    except OSError:
+        return None
+    return xml if xml.exists() else None
+
+
+def _remember_ir_of_file(weights_file: str, xml: Path) -> None:
+    index = _file_index(weights_file)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_name(f".{index.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(f"{xml.parent.name}\n")
+    tmp.replace(index)
 
 
 def openvino_ir_path(model: nn.Module, tile_size: int) -> Path:
@@ -148,6 +210,8 @@ def openvino_ir_path(model: nn.Module, tile_size: int) -> Path:
         try:
             ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
             (tmp / "converted_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+            if folder.exists() and not xml.exists():  # an IR folder whose model.xml was removed
+                shutil.rmtree(folder, ignore_errors=True)
             try:
                 tmp.rename(folder)
             except OSError:  # another process got there first

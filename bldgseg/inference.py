@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from rasterio.windows import Window
 
-from bldgseg.engines import build_runner
+from bldgseg.engines import ModelSource, build_runner
 from bldgseg.errors import DeviceError, InputError
 from bldgseg.models.card import ModelCard
 from bldgseg.overlap import prefetch
@@ -53,12 +53,14 @@ class Predictor:
 
     ``precision`` (auto, fp32, bf16, fp16) and ``engine`` (auto, torch, openvino) are chosen for the hardware
     by :func:`bldgseg.precision.choose_inference`; ``None`` keeps the plain default: fp16 autocast on CUDA,
-    fp32 on the CPU. What was chosen and why is ``self.inference``.
+    fp32 on the CPU. What was chosen and why is ``self.inference``. ``model`` may be a function that builds
+    it; with ``weights_file`` (:func:`bldgseg.engines.file_digest` of the checkpoint) and its OpenVINO IR
+    cached, the OpenVINO engine never calls it.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ModelSource,
         card: ModelCard,
         device: torch.device | str = "cpu",
         batch_size: int = 8,
@@ -67,6 +69,7 @@ class Predictor:
         overlap: int | None = None,
         precision: str | None = None,
         engine: str = "torch",
+        weights_file: str | None = None,
     ):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.card = card
@@ -80,18 +83,26 @@ class Predictor:
             raise InputError(
                 f"overlap {self.overlap} must be >= 0 and smaller than the tile size {self.tile_size}"
             )
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.mean = torch.tensor(card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(card.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.weight = blend_weight(self.tile_size)
         if precision is None:
             precision = "auto" if self.device.type == "cuda" else "fp32"
         choice = detect_inference(precision, engine, self.device.type)
-        runner, chosen = build_runner(self.model, self.device, choice, self.tile_size)
+        runner, chosen = build_runner(self._prepared(model), self.device, choice, self.tile_size, weights_file)
         self._run_model = runner
         self.inference: InferenceChoice = chosen
         # torch runs fastest on channels-last input; OpenVINO takes plain NCHW arrays (no conversion back)
         self._memory_format = torch.channels_last if chosen.engine == "torch" else torch.contiguous_format
+
+    def _prepared(self, model: ModelSource) -> Callable[[], nn.Module]:
+        """``model`` (or what it builds) on the device, in eval mode and channels-last."""
+
+        def build() -> nn.Module:
+            built = model if isinstance(model, nn.Module) else model()
+            return built.to(self.device).eval().to(memory_format=torch.channels_last)
+
+        return build
 
     def predict(
         self,

@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--instances", action="store_true", help="train the panoptic_unet instance model")
     parser.add_argument("--init-weights", help="start from this bldgseg checkpoint (.safetensors)")
+    parser.add_argument("--cpu-precision", choices=("fp32", "bf16"), default="fp32", help="CPU training precision")
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="training steps between validations")
     parser.add_argument("--no-test", action="store_true", help="train only")
     parser.add_argument("--test-only", action="store_true", help="only test OUT/best.safetensors")
     args = parser.parse_args()
@@ -148,13 +150,14 @@ def train_model(args: argparse.Namespace) -> None:
         crop=256,
         batch_size=8,
         epochs=1000,
-        steps_per_epoch=50,
+        steps_per_epoch=args.steps_per_epoch,
         max_minutes=args.minutes,
         lr=args.lr,
         schedule="cosine",
         loss="dice",
         seed=args.seed,
         device="auto",
+        cpu_precision=args.cpu_precision,
         tile_size=512,
         overlap=64,
         training_data=[LICENCES["accra"], LICENCES[train_city], LICENCES["atlanta"]],

@@ -116,3 +116,42 @@ def test_a_model_openvino_cannot_reproduce_falls_back_to_torch(tmp_path, monkeyp
     asked = choose_inference("fp32", "openvino", "cpu", openvino=True)
     with pytest.raises(DeviceError, match="--engine torch"):
         build_runner(model, torch.device("cpu"), asked, 96)
+
+
+@needs_openvino
+def test_a_checkpoint_whose_ir_is_cached_never_builds_its_torch_model(tmp_path, monkeypatch):
+    """The second run of a checkpoint file compiles its cached IR: no smp/timm import, no model construction."""
+    monkeypatch.setenv("BLDGSEG_CACHE_DIR", str(tmp_path))
+    model = RedRoofNet().eval()
+    choice = choose_inference("fp32", "openvino", "cpu", openvino=True)
+    builds = []
+
+    def build() -> torch.nn.Module:
+        builds.append(1)
+        return model
+
+    x = torch.randn(2, 3, 64, 64)
+    first, _ = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
+    second, used = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
+    assert builds == [1] and used.engine == "openvino"
+    assert torch.allclose(second(x), model(x), atol=1e-4)
+    build_runner(build, torch.device("cpu"), choice, 64, weights_file="another-file")
+    assert builds == [1, 1]  # another checkpoint file is looked up (and found by its weights) after building
+    for xml in tmp_path.glob("openvino/*/model.xml"):
+        xml.unlink()  # a removed IR is converted again, never half-found
+    third, _ = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
+    assert builds == [1, 1, 1] and torch.allclose(third(x), model(x), atol=1e-4)
+
+
+def test_torch_engine_builds_a_lazy_model_once(red_roof_model, sample_tile):
+    model, card = load_checkpoint(red_roof_model)
+    builds = []
+
+    def build() -> torch.nn.Module:
+        builds.append(1)
+        return model
+
+    predictor = Predictor(build, card, "cpu", precision="fp32", engine="torch", weights_file="x")
+    predictor.predict(*sample_tile)
+    predictor.predict(*sample_tile)
+    assert builds == [1]

@@ -89,6 +89,14 @@ ValRegionOpt = Annotated[
 ]
 ResumeTrainingOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.*.")]
 
+CpuPrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cpu-precision",
+        help="fp32 (default) or bf16 autocast for CPU training; bf16 is faster on some CPUs (measure first).",
+    ),
+]
+
 #: Flags that are not training settings (the rest are, by name, except these renames).
 NOT_SETTINGS = ("out", "config", "resume")
 SETTING_NAMES = {"arch": "architecture", "gsd": "gsd_m"}
@@ -125,6 +133,7 @@ def train_command(
     val_region: ValRegionOpt = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, device_option(help=None)] = None,
+    cpu_precision: CpuPrecisionOpt = None,
     resume: ResumeTrainingOpt = False,
 ) -> None:
     """Train a segmentation model; writes OUT/best.safetensors (+ .json model card) and OUT/metrics.csv."""

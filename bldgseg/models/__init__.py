@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bldgseg.models.card import DEFAULT_MODEL, ModelCard, bundled_models, resolve_checkpoint
+from bldgseg.models.card import DEFAULT_MODEL, ModelCard, bundled_models, load_card, resolve_checkpoint
 
 #: Names imported on first use, and the module each comes from.
 _LAZY = {
@@ -31,6 +31,7 @@ __all__ = [
     "bundled_models",
     "list_architectures",
     "register_architecture",
+    "load_card",
     "load_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",

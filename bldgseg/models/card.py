@@ -10,7 +10,15 @@ from typing import Any
 
 from bldgseg.errors import ModelError
 
-__all__ = ["DEFAULT_MODEL", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard", "bundled_models", "resolve_checkpoint"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelCard",
+    "bundled_models",
+    "load_card",
+    "resolve_checkpoint",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,3 +105,14 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     raise ModelError(
         f"{name_or_path}: no such model; give a bundled name ({valid}) or a .safetensors path with its .json card"
     )
+
+
+def load_card(name_or_path: str | Path) -> tuple[Path, ModelCard]:
+    """A checkpoint's weights path and its card (read without torch); the card must sit beside the weights."""
+    weights = resolve_checkpoint(name_or_path)
+    card_path = weights.with_suffix(".json")
+    if not card_path.exists():
+        raise ModelError(
+            f"{weights.name}: model card {card_path.name} is missing; keep it beside the weights"
+        )
+    return weights, ModelCard.from_json(card_path)

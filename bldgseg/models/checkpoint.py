@@ -18,6 +18,7 @@ from bldgseg.models.card import (  # noqa: F401  (re-exported: the names' home b
     IMAGENET_STD,
     ModelCard,
     bundled_models,
+    load_card,
     resolve_checkpoint,
 )
 from bldgseg.models.registry import build_model
@@ -54,13 +55,7 @@ def _publish(dest: Path, write) -> None:
 
 def load_checkpoint(name_or_path: str | Path = DEFAULT_MODEL) -> tuple[nn.Module, ModelCard]:
     """Build the model described by the card and load its weights (float32, eval mode)."""
-    weights = resolve_checkpoint(name_or_path)
-    card_path = weights.with_suffix(".json")
-    if not card_path.exists():
-        raise ModelError(
-            f"{weights.name}: model card {card_path.name} is missing; keep it beside the weights"
-        )
-    card = ModelCard.from_json(card_path)
+    weights, card = load_card(name_or_path)
     model = build_from_card(card)
     try:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}

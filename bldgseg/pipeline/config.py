@@ -8,7 +8,7 @@ from typing import Any
 
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
-from bldgseg.models import DEFAULT_MODEL, ModelCard, load_checkpoint, resolve_checkpoint
+from bldgseg.models import DEFAULT_MODEL, ModelCard, load_card, resolve_checkpoint
 from bldgseg.postprocess import PostprocessSettings, resolve_postprocess
 from bldgseg.precision import check_inference_names
 from bldgseg.runstate import file_digest
@@ -137,9 +137,9 @@ def require_aerial_card(card: ModelCard) -> None:
 
 
 def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSettings]:
-    """The model card (checked to load) and the per-unit settings derived from ``config``."""
+    """The model card and the per-unit settings derived from ``config`` (the weights load in the workers)."""
     check_inference_names(config.precision, config.engine)
-    _, card = load_checkpoint(config.model)
+    _, card = load_card(config.model)
     require_aerial_card(card)
     model = config.model
     if Path(model).exists():  # a path: absolute, so that workers elsewhere find it

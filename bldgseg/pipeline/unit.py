@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import socket
@@ -22,12 +23,13 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
+from bldgseg.engines import file_digest
 from bldgseg.errors import BldgsegError, DeviceError, ModelError
 from bldgseg.inference import Predictor, resolve_device
 from bldgseg.instances import label_instances
 from bldgseg.io import RasterInfo
 from bldgseg.modelgrid import ModelGrid
-from bldgseg.models import load_checkpoint
+from bldgseg.models import load_card
 from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.overlap import StageGate, stage_gate
 from bldgseg.pipeline.config import UnitSettings
@@ -67,9 +69,9 @@ def get_predictor(settings: UnitSettings) -> Predictor:
         if key not in _PREDICTORS:
             if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
                 torch.set_num_threads(settings.torch_threads)
-            model, card = load_checkpoint(settings.model)
+            weights, card = load_card(settings.model)
             _PREDICTORS[key] = Predictor(
-                model,
+                functools.partial(_load_model, settings.model),
                 card,
                 worker_device(settings.device),
                 settings.batch_size,
@@ -78,8 +80,16 @@ def get_predictor(settings: UnitSettings) -> Predictor:
                 settings.overlap,
                 precision=settings.precision,
                 engine=settings.engine,
+                weights_file=file_digest(weights),
             )
         return _PREDICTORS[key]
+
+
+def _load_model(name_or_path: str) -> torch.nn.Module:
+    """The checkpoint's torch model (imports segmentation_models_pytorch and timm: only when needed)."""
+    from bldgseg.models import load_checkpoint
+
+    return load_checkpoint(name_or_path)[0]
 
 
 def worker_device(name: str) -> torch.device:
