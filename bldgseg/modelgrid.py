@@ -15,7 +15,17 @@ from rasterio.windows import Window
 from bldgseg.errors import InputError
 from bldgseg.tiling import WindowLayout, model_shape, plan_layout
 
-__all__ = ["AxisMap", "ChunkRegion", "ModelGrid", "Taps"]
+__all__ = ["NATIVE_GSD_TOLERANCE", "AxisMap", "ChunkRegion", "ModelGrid", "Taps", "model_scale"]
+
+#: A raster whose GSD is within this fraction of the model's runs on its own pixels: a 2 % scale change is well
+#: inside the models' training augmentation, while resampling would cost a pass over every pixel both ways.
+NATIVE_GSD_TOLERANCE = 0.02
+
+
+def model_scale(source_gsd_m: float, model_gsd_m: float) -> float:
+    """Source GSD / model GSD, or exactly 1 within :data:`NATIVE_GSD_TOLERANCE` (no resampling)."""
+    scale = source_gsd_m / model_gsd_m
+    return 1.0 if abs(scale - 1.0) <= NATIVE_GSD_TOLERANCE else scale
 
 
 @dataclass(frozen=True)

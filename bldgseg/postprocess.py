@@ -8,7 +8,8 @@ buildings it owns. Steps, in order:
    roofs) are cut off, as a morphological opening (erosion then dilation, mitred so right-angled corners stay
    sharp) with a square of that side, rounded to half a pixel. Touching instances are opened together, so their
    shared walls are never cut. In ``bldgseg run`` a semantic model's mask is opened on the raster instead
-   (:func:`opened_outlines`: the same shapes, several times faster).
+   (:func:`open_mask`: the same shapes, several times faster), and the opened mask is what gets vectorized; a
+   building's ``confidence`` is then the mean probability of its opened pixels.
 2. **Fragments merged** (``merge_fragments``): a polygon smaller than ``min_area_m2`` that shares an edge with a
    larger one joins the neighbour it shares the longest edge with (a stray piece of an instance, a spur cut
    from a building that still touches it).
@@ -44,7 +45,7 @@ from bldgseg.defaults import DEFAULT_MIN_AREA_M2
 from bldgseg.errors import ModelError
 from bldgseg.geo_metric import GEOD, WGS84
 from bldgseg.io import RasterInfo
-from bldgseg.vectorize import metric_areas, pixel_outlines, refine_outlines, simplify_coverage
+from bldgseg.vectorize import metric_areas, refine_outlines, simplify_coverage
 
 if TYPE_CHECKING:
     from bldgseg.models import ModelCard
@@ -55,8 +56,9 @@ __all__ = [
     "PostprocessSettings",
     "card_postprocess",
     "clean_polygons",
-    "opened_outlines",
+    "open_mask",
     "postprocess_chunk",
+    "raster_opening_side",
     "resolve_postprocess",
 ]
 
@@ -248,32 +250,27 @@ def _open(pieces: _Pieces, radius: float, together: bool) -> _Pieces:
     return _explode(pieces, opened[rows], rows)
 
 
-def opened_outlines(mask: np.ndarray, pixel_origin: tuple[int, int], side: int) -> np.ndarray:
-    """Step 1's opening by a square of ``side`` pixels done on the raster: the pixel outlines (frame
-    coordinates of a square-pixel frame) of ``mask`` opened, ``mask`` being a window of the raster from
-    ``pixel_origin`` (row, col).
+def raster_opening_side(settings: PostprocessSettings, info: RasterInfo) -> int:
+    """The side (pixels) of the square a semantic model's mask is opened by on the raster (:func:`open_mask`),
+    or 0 when step 1 is off or the raster's pixels are not square on the ground (then polygons are opened)."""
+    if settings.opening_m <= 0:
+        return 0
+    frame = PixelFrame.of(info)
+    if not frame.to_frame.almost_equals(~info.transform):
+        return 0
+    return round(2 * _opening_radius(settings.opening_m, frame))
+
+
+def open_mask(mask: np.ndarray, side: int) -> np.ndarray:
+    """Step 1 on the raster: the mask whose pixel outlines are those the polygon opening by a square of
+    ``side`` pixels gives.
 
     On pixel outlines the polygon opening (buffer in, buffer out, mitred) keeps exactly the union of the whole
     (``side`` + 1)-pixel blocks inside the polygon: a part exactly ``side`` pixels wide erodes to a line, which
     has no area and is dropped. That union is the binary opening by an (``side`` + 1)² square, which costs a
-    fraction of the buffers.
+    fraction of the buffers, and vectorizing the opened mask replaces vectorizing the mask.
     """
-    opened = ndimage.binary_opening(mask, structure=np.ones((side + 1, side + 1), dtype=bool))
-    return np.asarray(pixel_outlines(opened, pixel_origin), dtype=object)
-
-
-def _open_from_raster(pieces: _Pieces, opened: np.ndarray) -> _Pieces:
-    """Step 1 from :func:`opened_outlines`: each piece that lost area replaced by the opened parts inside it."""
-    geoms = pieces.geoms
-    parent = np.full(len(opened), -1)
-    if len(opened):
-        found, tree_index = shapely.STRtree(geoms).query(shapely.point_on_surface(opened), predicate="intersects")
-        parent[found] = tree_index
-    inside = parent >= 0
-    kept = np.bincount(parent[inside], weights=shapely.area(opened[inside]), minlength=len(geoms))
-    rows = np.flatnonzero(kept < shapely.area(geoms) - 1e-6)
-    chosen = np.isin(parent, rows)
-    return _replace_rows(pieces, rows, opened[chosen], parent[chosen])
+    return ndimage.binary_opening(mask, structure=np.ones((side + 1, side + 1), dtype=bool))
 
 
 def _opening(geoms: np.ndarray, radius: float) -> np.ndarray:
@@ -346,11 +343,9 @@ def clean_polygons(
     frame: PixelFrame,
     settings: PostprocessSettings,
     instances: bool = False,
-    opened: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
     """Steps 1-4 of the module docstring on polygons (``confidence``, ``geometry``) vectorized on the raster
-    of ``frame``; ``instances``: they may share edges (open them together); ``opened``: step 1 already done
-    on the raster (:func:`opened_outlines`). Fresh RangeIndex."""
+    of ``frame``; ``instances``: they may share edges (open them together). Fresh RangeIndex."""
     min_area = settings.min_area_m2
     if polygons.empty or not (min_area > 0 or settings.reshapes):
         return polygons.reset_index(drop=True)
@@ -367,9 +362,7 @@ def clean_polygons(
         geoms, np.arange(n), polygons["confidence"].to_numpy(float), np.zeros(n, bool), factor, areas
     )
     radius = _opening_radius(settings.opening_m, frame) if settings.opening_m > 0 else 0.0
-    if opened is not None:
-        pieces = _open_from_raster(pieces, opened)
-    elif radius > 0:
+    if radius > 0:
         pieces = _open(pieces, radius, together=instances)
     if settings.merge_fragments and min_area > 0:
         pieces = _merge_fragments(pieces, min_area)
@@ -394,20 +387,13 @@ def postprocess_chunk(
     info: RasterInfo,
     settings: PostprocessSettings,
     instances: bool = False,
-    mask: np.ndarray | None = None,
-    pixel_origin: tuple[int, int] = (0, 0),
 ) -> gpd.GeoDataFrame:
     """All steps of the module docstring on the raw polygons of one chunk of ``info`` (vectorized on its pixel
     grid, columns ``confidence`` and ``geometry``); ``instances``: buildings may share edges, which stay shared.
-    ``mask``: the boolean window (from ``pixel_origin``: row, col) the polygons of a semantic model were
-    vectorized from; with it the opening runs on the raster (same shapes, several times faster).
+    A semantic mask opened on the raster (:func:`open_mask`) is passed with ``opening_m`` 0.
     """
     frame = PixelFrame.of(info)
-    opened = None
-    side = round(2 * _opening_radius(settings.opening_m, frame)) if settings.opening_m > 0 else 0
-    if mask is not None and not instances and side > 0 and frame.to_frame.almost_equals(~info.transform):
-        opened = opened_outlines(mask, pixel_origin, side)
-    cleaned = clean_polygons(polygons, frame, settings, instances, opened)
+    cleaned = clean_polygons(polygons, frame, settings, instances)
     if not instances:
         return refine_outlines(cleaned, info.transform, settings.simplify_m, settings.regularize)
     if not settings.regularize:

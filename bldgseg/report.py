@@ -10,7 +10,7 @@ from typing import Any
 
 from bldgseg.errors import DeviceError
 from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_inputs
-from bldgseg.modelgrid import ModelGrid
+from bldgseg.modelgrid import ModelGrid, model_scale
 from bldgseg.models import ModelCard, resolve_checkpoint
 from bldgseg.mosaic import Mosaic, plan_mosaics
 from bldgseg.precision import InferenceChoice, detect_inference
@@ -74,7 +74,7 @@ def _mosaic_row(mosaic: Mosaic, first: RasterInfo, card: ModelCard, chunk_size: 
 def _row(
     name: str, info: RasterInfo, width: int, height: int, gsd_m: float, card: ModelCard, chunk_size: int
 ) -> dict[str, Any]:
-    scale = gsd_m / card.gsd_m
+    scale = model_scale(gsd_m, card.gsd_m)
     grid = ModelGrid.for_raster(height, width, scale, card.tile_size, card.overlap)
     windows = len(grid.layout)  # of a single-chunk run; smaller chunks run more (scripts/seam_overhead.py)
     return {
@@ -84,7 +84,7 @@ def _row(
         "gsd_m": f"{gsd_m:.3f}",
         "bands": ",".join(map(str, info.bands)),
         "dtype": info.dtype + (" (stretched)" if info.stretch else ""),
-        "resample": "none" if abs(scale - 1) < 0.02 else f"size x{scale:.2f} to {card.gsd_m:g} m",
+        "resample": "none" if scale == 1 else f"size x{scale:.2f} to {card.gsd_m:g} m",
         "windows": windows,
         "chunks": len(plan_chunks(height, width, chunk_size, 0)),
     }

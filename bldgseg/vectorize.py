@@ -111,18 +111,6 @@ def _grid_shapes(
 # -------------------- public
 
 
-def pixel_outlines(mask: np.ndarray, pixel_origin: tuple[int, int]) -> list[Polygon]:
-    """Polygons of the foreground of ``mask`` (8-connectivity, repaired and split like :func:`mask_to_polygons`)
-    in the raster's pixel coordinates (x = column, y = row; whole numbers); ``mask`` is a window of the raster
-    from ``pixel_origin`` (row, col)."""
-    labels, n = ndimage.label(mask, structure=_EIGHT)
-    if n == 0:
-        return []
-    outlines = _grid_shapes(labels.astype(np.int32), mask, Affine.identity(), pixel_origin)
-    return _valid_parts([g for g, _ in outlines], [v for _, v in outlines])[0]
-
-
-
 def mask_to_polygons(
     mask: np.ndarray,
     transform: Affine,

@@ -77,20 +77,21 @@ def worker_name(_item):
     return get_worker().name
 
 
-# Count model loads per process, so tests can check that a worker loads each model once, not once per task.
+# Count model loads (a predictor reads the card once) per process, so tests can check that a worker loads each
+# model once, not once per task.
 # Idempotent: the file may be executed more than once in one process (a worker preload, then an import).
 def _install_load_counter() -> Counter:
-    current = pipeline_unit.load_checkpoint
+    current = pipeline_unit.load_card
     if hasattr(current, "model_loads"):
         return current.model_loads
     counts: Counter[str] = Counter()
 
-    def counting_load_checkpoint(name_or_path=DEFAULT_MODEL):
+    def counting_load_card(name_or_path=DEFAULT_MODEL):
         counts[str(name_or_path)] += 1
         return current(name_or_path)
 
-    counting_load_checkpoint.model_loads = counts  # type: ignore[attr-defined]
-    pipeline_unit.load_checkpoint = counting_load_checkpoint
+    counting_load_card.model_loads = counts  # type: ignore[attr-defined]
+    pipeline_unit.load_card = counting_load_card
     return counts
 
 
@@ -99,4 +100,4 @@ _install_load_counter()
 
 def model_loads() -> dict[str, int]:
     """How many times this process loaded each model (run on workers with ``client.run``)."""
-    return dict(pipeline_unit.load_checkpoint.model_loads)  # type: ignore[attr-defined]
+    return dict(pipeline_unit.load_card.model_loads)  # type: ignore[attr-defined]

@@ -142,3 +142,15 @@ def test_predicting_a_chunk_region_gives_the_whole_image_maps(instances):
         got = part[:, local[0], local[1]][:, : read.height, : read.width]
         read_rows, read_cols = read.toslices()
         assert np.abs(got - whole[:, read_rows, read_cols]).max() <= 1e-6
+
+
+def test_a_gsd_within_two_percent_of_the_models_runs_on_its_own_pixels():
+    from bldgseg.modelgrid import NATIVE_GSD_TOLERANCE, model_scale
+
+    assert NATIVE_GSD_TOLERANCE == 0.02
+    assert model_scale(0.29691, 0.3) == 1.0  # a z19 web-mercator tile near the equator
+    assert model_scale(0.30012, 0.3) == 1.0  # 0.3 m UTM pixels off the central meridian
+    assert model_scale(0.29, 0.3) == pytest.approx(0.29 / 0.3)
+    assert model_scale(0.15, 0.3) == 0.5
+    grid = ModelGrid.for_raster(1000, 1200, model_scale(0.2969, 0.3), 512, 64)
+    assert grid.identity and grid.shape == (1000, 1200)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ from bldgseg.pipeline.config import unit_settings
 from bldgseg.postprocess import (
     PixelFrame,
     PostprocessSettings,
+    open_mask,
     postprocess_chunk,
+    raster_opening_side,
     resolve_postprocess,
 )
 from bldgseg.vectorize import instance_outlines, mask_to_polygons
@@ -294,26 +297,28 @@ def test_a_run_applies_the_cards_post_processing_the_same_in_any_chunking(tmp_pa
 
 @pytest.mark.parametrize("opening_m", [0.5, 1.0, 1.5, 2.0])
 def test_opening_on_the_raster_gives_the_polygon_openings_shapes(opening_m, monkeypatch):
-    # the pipeline opens a semantic mask on the raster ((side + 1)-pixel blocks); it must keep exactly what the
-    # polygon opening (buffers) keeps, with every later step on, on ragged random masks
+    # the pipeline opens a semantic mask on the raster ((side + 1)-pixel blocks) and vectorizes the opened mask:
+    # it must give exactly the shapes the polygon opening (buffers) keeps, with every later step on, on ragged
+    # random masks (confidence: the opened pixels' mean there, the whole component's with buffers)
     rng = np.random.default_rng(int(opening_m * 10))
     post = settings(opening_m=opening_m, min_area_m2=2.0, merge_fragments=True, hole_area_m2=1.0)
+    side = raster_opening_side(post, info(80, 80))
+    assert side == round(opening_m / GSD)  # TRANSFORM: square pixels of GSD metres
 
     def shapes_of(gdf):
-        return sorted(
-            (shapely.normalize(shapely.simplify(g, 0)).wkb, round(c, 12))
-            for g, c in zip(gdf.geometry, gdf["confidence"], strict=True)
-        )
+        return sorted(shapely.normalize(shapely.simplify(g, 0)).wkb for g in gdf.geometry)
 
     kept = 0
     for _ in range(8):
         mask = ndimage.binary_dilation(rng.random((80, 80)) < 0.02, iterations=int(rng.integers(1, 6)))
         mask = ndimage.binary_opening(mask | (rng.random((80, 80)) < 0.05)) | (rng.random((80, 80)) < 0.03)
-        polygons = mask_to_polygons(mask, TRANSFORM, "EPSG:32636", prob=rng.random((80, 80)))
+        prob = rng.random((80, 80))
+        polygons = mask_to_polygons(mask, TRANSFORM, "EPSG:32636", prob=prob)
         by_buffers = postprocess_chunk(polygons, info(80, 80), post)
-        with monkeypatch.context() as patch:  # with the mask, no polygon is buffered
+        opened = mask_to_polygons(open_mask(mask, side), TRANSFORM, "EPSG:32636", prob=prob)
+        with monkeypatch.context() as patch:  # the opened mask's polygons are never buffered
             patch.setattr("bldgseg.postprocess._opening", lambda *a: pytest.fail("buffered a polygon"))
-            on_raster = postprocess_chunk(polygons, info(80, 80), post, mask=mask, pixel_origin=(0, 0))
+            on_raster = postprocess_chunk(opened, info(80, 80), replace(post, opening_m=0.0))
         assert shapes_of(on_raster) == shapes_of(by_buffers)
         kept += len(by_buffers)
     assert kept > 20

@@ -14,7 +14,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from bldgseg.io import RasterInfo, SkippedInput, discover_inputs
-from bldgseg.modelgrid import ModelGrid
+from bldgseg.modelgrid import ModelGrid, model_scale
 from bldgseg.mosaic import Mosaic, MosaicTile, plan_mosaics, vrt_digest
 from bldgseg.pipeline.config import RunConfig
 from bldgseg.remote import RemotePath, remote_identity
@@ -72,7 +72,9 @@ def model_reach(model_gsd_m: float, tile_size: int, overlap: int) -> Reach:
     read window (:meth:`bldgseg.modelgrid.ModelGrid.chunk_region`), up to a window beyond it on each side."""
 
     def reach(info: RasterInfo, read: Window) -> Window:
-        grid = ModelGrid.for_raster(info.height, info.width, info.gsd_m / model_gsd_m, tile_size, overlap)
+        grid = ModelGrid.for_raster(
+            info.height, info.width, model_scale(info.gsd_m, model_gsd_m), tile_size, overlap
+        )
         return grid.source_window(grid.chunk_region(read).model)
 
     return reach

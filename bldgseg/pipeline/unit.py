@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import resource
@@ -28,14 +29,14 @@ from bldgseg.errors import BldgsegError, DeviceError, ModelError
 from bldgseg.inference import Predictor, resolve_device
 from bldgseg.instances import label_instances
 from bldgseg.io import RasterInfo
-from bldgseg.modelgrid import ModelGrid
+from bldgseg.modelgrid import ModelGrid, model_scale
 from bldgseg.models import load_card
 from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.overlap import StageGate, stage_gate
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import IMAGE_DATE, order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
-from bldgseg.postprocess import postprocess_chunk
+from bldgseg.postprocess import open_mask, postprocess_chunk, raster_opening_side
 from bldgseg.resample import maps_to_source, read_model_region, valid_to_source
 from bldgseg.runstate import UnitRecord, write_error_part, write_part
 from bldgseg.vectorize import instance_outlines, mask_to_polygons
@@ -132,7 +133,7 @@ def predict_chunk(
     Offsets are rescaled to the source grid, so building pixels are the same with or without instances.
     """
     info, read = unit.info, unit.chunk.read
-    scale = info.gsd_m / predictor.card.gsd_m
+    scale = model_scale(info.gsd_m, predictor.card.gsd_m)
     grid = ModelGrid.for_raster(info.height, info.width, scale, predictor.tile_size, predictor.overlap)
     region = grid.chunk_region(read)
     rgb, model_valid = read_model_region(info, grid, region.model)
@@ -195,8 +196,12 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
         )
     mask = prob >= settings.threshold if labels is None else None
     origin = (int(read.row_off), int(read.col_off))
+    post = settings.postprocess()
+    side = raster_opening_side(post, info) if mask is not None else 0
+    if side:  # step 1 on the raster: the opened mask is vectorized, its polygons need no opening
+        mask, post = open_mask(mask, side), dataclasses.replace(post, opening_m=0.0)
     polygons = _vectorize(info, origin, prob, mask, labels)
-    polygons = postprocess_chunk(polygons, info, settings.postprocess(), labels is not None, mask, origin)
+    polygons = postprocess_chunk(polygons, info, post, labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
