@@ -10,7 +10,7 @@ import shapely
 from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon
 
 from bldgseg.errors import InputError
 from bldgseg.geo_metric import METRIC_EPSG_COLUMN, from_metric, to_metric
@@ -61,10 +61,11 @@ def _valid_parts(geoms: list[Any], values: list[int]) -> tuple[list[Polygon], li
     return parts, part_values
 
 
-def _label_means(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """Mean of ``values`` over each label 1..``count`` (as ``scipy.ndimage.mean``, with one bincount)."""
-    flat = labels.ravel()
-    sums = np.bincount(flat, weights=values.ravel(), minlength=count + 1)[1:]
+def _label_means(values: np.ndarray, labels: np.ndarray, count: int, where: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over each label 1..``count`` (as ``scipy.ndimage.mean``, with one bincount) of the
+    pixels ``where`` (which must hold every labelled pixel; the sums are those over the whole array)."""
+    flat = labels[where]
+    sums = np.bincount(flat, weights=values[where].astype(np.float64), minlength=count + 1)[1:]
     pixels = np.bincount(flat, minlength=count + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / pixels
@@ -81,7 +82,9 @@ def _check_arrays(arr: np.ndarray, prob: np.ndarray | None, what: str) -> np.nda
         raise InputError(f"{what}: expected a 2-D array, got shape {arr.shape}; pass a single band")
     if prob is None:
         return None
-    p = np.asarray(prob, dtype=np.float64)
+    p = np.asarray(prob)
+    if not np.issubdtype(p.dtype, np.floating):
+        p = p.astype(np.float64)
     if p.shape != arr.shape:
         raise InputError(f"prob: shape {p.shape} differs from the {what}'s {arr.shape}; pass matching arrays")
     return p
@@ -94,18 +97,29 @@ def _grid_shapes(
 
     With ``pixel_origin`` = (row, col), ``labels`` is the window of a raster starting at that pixel and
     ``transform`` is the *raster's*: vertices are taken in the raster's pixel coordinates (exact integers),
-    then mapped with ``transform``, so the same pixels give bit-identical vertices from any window.
+    then mapped with ``transform``, so the same pixels give bit-identical vertices from any window. The
+    polygons are built in one vectorized call (the same coordinates as ``shapely.geometry.shape`` of each).
     """
-    if pixel_origin is None:
-        return [(shape(g), int(v)) for g, v in shapes(labels, mask=mask, connectivity=8, transform=transform)]
-    row, col = pixel_origin
-    a, b, c, d, e, f = transform[:6]
+    to_map = None
+    if pixel_origin is not None:
+        row, col = pixel_origin
+        a, b, c, d, e, f = transform[:6]
+        transform = Affine.translation(col, row)
 
-    def to_map(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+        def to_map(xy: np.ndarray) -> np.ndarray:
+            return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
 
-    pixels = shapes(labels, mask=mask, connectivity=8, transform=Affine.translation(col, row))
-    return [(shapely.transform(shape(g), to_map), int(v)) for g, v in pixels]
+    found = list(shapes(labels, mask=mask, connectivity=8, transform=transform))
+    if not found:
+        return []
+    rings = [np.asarray(ring, dtype=np.float64) for g, _ in found for ring in g["coordinates"]]
+    coords = np.concatenate(rings)
+    if to_map is not None:
+        coords = to_map(coords)
+    ring_of = np.repeat(np.arange(len(rings)), [len(r) for r in rings])
+    polygon_of = np.repeat(np.arange(len(found)), [len(g["coordinates"]) for g, _ in found])
+    polygons = shapely.polygons(shapely.linearrings(coords, indices=ring_of), indices=polygon_of)
+    return [(geom, int(v)) for geom, (_, v) in zip(polygons, found, strict=True)]
 
 
 # -------------------- public
@@ -143,7 +157,7 @@ def mask_to_polygons(
     labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return _empty(crs)
-    conf = _label_means(p, labels, n) if p is not None else np.ones(n)
+    conf = _label_means(p, labels, n, mask) if p is not None else np.ones(n)
 
     # components never touch (not even at a corner), so polygonizing the labels gives the same outlines as
     # polygonizing the mask, with each outline's component id attached
