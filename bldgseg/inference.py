@@ -147,7 +147,7 @@ class Predictor:
         layout: WindowLayout | None = None,
     ) -> np.ndarray:
         """Instance maps (float32, 4 x H x W) of an instance model: building probability, centre heatmap and
-        offsets dy, dx in model pixels (:func:`bldgseg.models.panoptic.instance_maps`); with TTA averaged over
+        offsets dy, dx in model pixels (:func:`bldgseg.models.instance_outputs.instance_maps`); with TTA averaged over
         flips with the offsets' signs restored.
 
         The probability is blended over windows exactly as in :meth:`predict`. The heatmap and offsets are not
@@ -155,7 +155,7 @@ class Predictor:
         building predicts that part's centre, and averaging it in would pull centres apart; taken this way, a
         building that lies whole in both windows on either side of a seam (within half the overlap of it)
         gets exactly the maps of a single window."""
-        from bldgseg.models.panoptic import OUTPUT_CHANNELS, instance_maps, unflip_instance_maps
+        from bldgseg.models.instance_outputs import OUTPUT_CHANNELS, instance_maps, unflip_instance_maps
 
         if self.card.head != "instance":
             raise InputError(

@@ -128,7 +128,7 @@ def model_alone(model_name: str, device: str, precision: str, engine: str, batch
         model, card, resolve_device(device), batch_size=batch_size, precision=precision, engine=engine
     )
     if card.head == "instance":
-        from bldgseg.models.panoptic import instance_maps
+        from bldgseg.models.instance_outputs import instance_maps
 
         def batch(stack: np.ndarray) -> np.ndarray:
             return predictor._tta_probabilities(stack, instance_maps)

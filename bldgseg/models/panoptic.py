@@ -47,6 +47,12 @@ from bldgseg.models.hrnet_ocr import (
     register_hrnet_ocr,
     upsample_to,
 )
+from bldgseg.models.instance_outputs import (  # noqa: F401  (re-exported: their home before instance_outputs)
+    OUTPUT_CHANNELS,
+    instance_maps,
+    split_outputs,
+    unflip_instance_maps,
+)
 from bldgseg.models.registry import SMP_ARCHITECTURES
 
 __all__ = [
@@ -59,8 +65,6 @@ __all__ = [
     "unflip_instance_maps",
 ]
 
-#: Channel order of :class:`PanopticBuildingNet`'s output.
-OUTPUT_CHANNELS: tuple[str, ...] = ("semantic", "center", "offset_y", "offset_x")
 #: Pixels per unit of the offset head's raw output (a house at 0.3 m is some 30 px across).
 OFFSET_SCALE = 10.0
 
@@ -156,35 +160,6 @@ class PanopticBuildingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stacked (N, 4, H, W): semantic logit, centre heatmap, offset dy, offset dx (see OUTPUT_CHANNELS)."""
         return self.forward_with_aux(x)[0]
-
-
-def split_outputs(outputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Stacked (N, 4, H, W) outputs -> {"semantic": (N,1,H,W), "center": (N,1,H,W), "offset": (N,2,H,W)}."""
-    if isinstance(outputs, dict):
-        return outputs
-    if outputs.ndim != 4 or outputs.shape[1] != len(OUTPUT_CHANNELS):
-        raise ValueError(f"expected (N, 4, H, W) instance outputs, got {tuple(outputs.shape)}")
-    return {"semantic": outputs[:, 0:1], "center": outputs[:, 1:2], "offset": outputs[:, 2:4]}
-
-
-def instance_maps(outputs: torch.Tensor) -> torch.Tensor:
-    """Blendable maps from the raw outputs: (N, 4, H, W) = building probability, centre, dy, dx."""
-    return torch.cat([torch.sigmoid(outputs[:, :1].float()), outputs[:, 1:].float()], dim=1)
-
-
-def unflip_instance_maps(maps: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Undo a flip of the input over ``dims`` (2 = rows, 3 = columns) on (N, 4, H, W) maps or outputs.
-
-    The maps are flipped back and the offset component along each flipped axis changes sign.
-    """
-    if not dims:
-        return maps
-    out = torch.flip(maps, dims).clone()
-    if 2 in dims:
-        out[:, 2] = -out[:, 2]
-    if 3 in dims:
-        out[:, 3] = -out[:, 3]
-    return out
 
 
 def _panoptic(decoder: str) -> Callable[..., nn.Module]:

@@ -74,7 +74,7 @@ def instance_loss(
     non-zero centre weight, the offset L1 (summed over dy and dx) over the building pixels, as in the
     reference implementation. With ``return_parts`` the three unweighted terms come back too.
     """
-    from bldgseg.models.panoptic import split_outputs
+    from bldgseg.models.instance_outputs import split_outputs
 
     out = split_outputs(outputs)
     tgt = _split_targets(targets)
