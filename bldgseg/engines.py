@@ -71,13 +71,17 @@ def build_runner(
     choice: InferenceChoice,
     tile_size: int,
     weights_file: str | None = None,
+    int8_ir: Path | None = None,
 ) -> tuple[Runner, InferenceChoice]:
     """The runner for ``choice`` and the choice as it ended up (an automatic OpenVINO engine that cannot
     convert the model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`).
 
     ``model`` may be a function that builds it: with ``weights_file`` (:func:`file_digest` of the checkpoint)
-    and that file's IR cached, the OpenVINO engine never calls it."""
+    and that file's IR cached, the OpenVINO engine never calls it. ``int8_ir``: the checkpoint's shipped int8
+    IR, which precision int8 runs (without it, int8 raises :class:`DeviceError`)."""
     model = _Lazy(model)
+    if choice.precision == "int8":
+        return _int8_runner(int8_ir, choice), choice
     if choice.engine == "openvino":
         try:
             return _openvino_runner(model, choice, tile_size, weights_file)
@@ -141,13 +145,33 @@ def _openvino_runner(
     used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if used != choice.precision:
         choice = replace(choice, precision=used, reason=f"{choice.reason}; OpenVINO runs {used} on this CPU")
+    return _compiled_runner(compiled), choice
 
+
+def _int8_runner(xml: Path | None, choice: InferenceChoice) -> Runner:
+    """The shipped int8 IR, compiled (OpenVINO picks bf16 or fp32 for the layers left unquantized)."""
+    import openvino as ov
+
+    if xml is None or not Path(xml).exists():
+        raise DeviceError(
+            "precision int8: this model has no int8 IR made from its weights (<name>.int8.xml beside them); "
+            "make one with scripts/quantize_int8.py, or use --precision auto, bf16 or fp32"
+        )
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(cache_dir() / "openvino" / "compiled")})
+    compiled = core.compile_model(
+        str(xml), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    )
+    return _compiled_runner(compiled)
+
+
+def _compiled_runner(compiled: Any) -> Runner:
     def run(x: torch.Tensor) -> torch.Tensor:
         request = compiled.create_infer_request()  # one per call: requests are not thread-safe
         logits = request.infer([x.detach().cpu().contiguous().numpy()])[0]  # NCHW already: no copy
         return torch.from_numpy(logits.copy()).to(x.device)
 
-    return run, choice
+    return run
 
 
 def _precision_name(hint: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class Predictor:
     by :func:`bldgseg.precision.choose_inference`; ``None`` keeps the plain default: fp16 autocast on CUDA,
     fp32 on the CPU. What was chosen and why is ``self.inference``. ``model`` may be a function that builds
     it; with ``weights_file`` (:func:`bldgseg.engines.file_digest` of the checkpoint) and its OpenVINO IR
-    cached, the OpenVINO engine never calls it.
+    cached, the OpenVINO engine never calls it. ``int8_ir``: the checkpoint's int8 IR (precision int8).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Predictor:
         precision: str | None = None,
         engine: str = "torch",
         weights_file: str | None = None,
+        int8_ir: Path | None = None,
     ):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.card = card
@@ -89,7 +91,9 @@ class Predictor:
         if precision is None:
             precision = "auto" if self.device.type == "cuda" else "fp32"
         choice = detect_inference(precision, engine, self.device.type)
-        runner, chosen = build_runner(self._prepared(model), self.device, choice, self.tile_size, weights_file)
+        runner, chosen = build_runner(
+            self._prepared(model), self.device, choice, self.tile_size, weights_file, int8_ir
+        )
         self._run_model = runner
         self.inference: InferenceChoice = chosen
         # torch runs fastest on channels-last input; OpenVINO takes plain NCHW arrays (no conversion back)

@@ -10,6 +10,7 @@ from bldgseg.errors import DeviceError, InputError
 
 __all__ = [
     "ENGINES",
+    "INT8_FLAGS",
     "NATIVE_BF16_FLAGS",
     "PRECISIONS",
     "InferenceChoice",
@@ -20,12 +21,15 @@ __all__ = [
     "read_cpu_flags",
 ]
 
-#: ``--precision`` values. ``int8`` is not offered: see docs/accuracy.md.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``--precision`` values. ``int8`` runs a checkpoint's shipped int8 OpenVINO IR (``<name>.int8.xml`` beside the
+#: weights, quantized on training crops by ``scripts/quantize_int8.py``): CPU and OpenVINO only, never chosen by auto.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: ``--engine`` values.
 ENGINES = ("auto", "torch", "openvino")
 #: CPU flags (``/proc/cpuinfo``) that mean bf16 matrix arithmetic in hardware.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: CPU flags that mean int8 dot products in hardware (OpenVINO's int8 kernels use them).
+INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 OPENVINO_HINT = "pip install 'bldgseg[openvino]'"
 
 
@@ -94,6 +98,8 @@ def choose_inference(
         return _choose_cuda(precision, engine)
     if device_type != "cpu":
         raise DeviceError(f"device type {device_type!r} is not supported; use cpu or cuda")
+    if precision == "int8":
+        return _choose_int8(engine, openvino, frozenset(cpu_flags))
     precision, why = _cpu_precision(precision, frozenset(cpu_flags))
     if engine == "auto":
         chosen = "openvino" if openvino else "torch"
@@ -115,9 +121,21 @@ def check_inference_names(precision: str, engine: str) -> None:
 def _choose_cuda(precision: str, engine: str) -> InferenceChoice:
     if engine == "openvino":
         raise DeviceError("engine openvino runs on the CPU; use --device cpu, or --engine torch on CUDA")
+    if precision == "int8":
+        raise DeviceError("precision int8 runs on the CPU with OpenVINO; use --device cpu, or fp16 on CUDA")
     if precision == "auto":
         return InferenceChoice("fp16", "torch", "CUDA: fp16 autocast", engine_auto=engine == "auto")
     return InferenceChoice(precision, "torch", f"{precision} as asked on CUDA", engine_auto=engine == "auto")
+
+
+def _choose_int8(engine: str, openvino: bool, flags: frozenset[str]) -> InferenceChoice:
+    if engine == "torch":
+        raise DeviceError("precision int8 runs with OpenVINO; use --engine openvino (or auto), or another precision")
+    if not openvino:
+        raise DeviceError(f"precision int8 needs OpenVINO, which is not installed; {OPENVINO_HINT}")
+    vnni = [flag for flag in INT8_FLAGS if flag in flags]
+    has = f"CPU has {vnni[0]}" if vnni else "CPU has no VNNI/AMX int8 instructions: int8 may gain little"
+    return InferenceChoice("int8", "openvino", f"int8 as asked ({has})", engine_auto=engine == "auto")
 
 
 def _cpu_precision(precision: str, flags: frozenset[str]) -> tuple[str, str]:

@@ -120,12 +120,20 @@ def model_alone(model_name: str, device: str, precision: str, engine: str, batch
     engine as the run), excluding I/O, blending and everything after the model."""
     import torch
 
+    from bldgseg.engines import file_digest
     from bldgseg.inference import Predictor, resolve_device
-    from bldgseg.models import load_checkpoint
+    from bldgseg.models import int8_ir_of, load_card, load_checkpoint
 
     model, card = load_checkpoint(model_name)
+    weights, _ = load_card(model_name)
     predictor = Predictor(
-        model, card, resolve_device(device), batch_size=batch_size, precision=precision, engine=engine
+        model,
+        card,
+        resolve_device(device),
+        batch_size=batch_size,
+        precision=precision,
+        engine=engine,
+        int8_ir=int8_ir_of(weights, card, file_digest(weights)),
     )
     if card.head == "instance":
         from bldgseg.models.instance_outputs import instance_maps
@@ -294,16 +302,21 @@ def engines_table(args: argparse.Namespace) -> dict[str, float]:
     from bldgseg.precision import openvino_available
 
     table = {}
-    for engine in ("torch", "openvino"):
-        for precision in ("fp32", "bf16"):
-            if engine == "openvino" and not openvino_available():
-                continue
-            try:
-                result = model_alone(args.model, "cpu", precision, engine, args.batch_size, args.model_tiles)
-            except BldgsegError as exc:
-                print(f"{engine} {precision}: {exc}", file=sys.stderr)
-                continue
-            table[f"{engine} {precision}"] = result["mpx_s"]
+    for engine, precision in (
+        ("torch", "fp32"),
+        ("torch", "bf16"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+    ):
+        if engine == "openvino" and not openvino_available():
+            continue
+        try:
+            result = model_alone(args.model, "cpu", precision, engine, args.batch_size, args.model_tiles)
+        except BldgsegError as exc:
+            print(f"{engine} {precision}: {exc}", file=sys.stderr)
+            continue
+        table[f"{engine} {precision}"] = result["mpx_s"]
     return table
 
 

@@ -8,16 +8,18 @@ import rasterio
 import torch
 
 from bldgseg import precision as precision_module
-from bldgseg.engines import build_runner, weights_digest
+from bldgseg.engines import build_runner, file_digest, weights_digest
 from bldgseg.errors import DeviceError
 from bldgseg.inference import Predictor
-from bldgseg.models import load_checkpoint
+from bldgseg.models import int8_ir_of, load_card, load_checkpoint
 from bldgseg.precision import choose_inference, openvino_available
 from tests.conftest import SAMPLE, RedRoofNet, RoofInstanceNet
 
 TILE = SAMPLE / "images" / "zanzibar_OAM-319298-270996-19.tif"
 #: Smallest pixel IoU of the thresholded mask with torch fp32's, and the largest probability difference.
-TOLERANCE = {"fp32": (0.9999, 1e-3), "bf16": (0.98, 0.2)}
+#: int8 (a quantized model, not a rounding of fp32) is held to accuracy against the footprints in the card, and
+#: here to its masks staying close to fp32's (0.958 and 0.27 measured on this tile).
+TOLERANCE = {"fp32": (0.9999, 1e-3), "bf16": (0.98, 0.2), "int8": (0.93, 0.4)}
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 
 
@@ -155,3 +157,35 @@ def test_torch_engine_builds_a_lazy_model_once(red_roof_model, sample_tile):
     predictor.predict(*sample_tile)
     predictor.predict(*sample_tile)
     assert builds == [1]
+
+
+@needs_openvino
+def test_int8_runs_the_shipped_ir_made_from_these_weights(sample_tile, reference, monkeypatch):
+    monkeypatch.setattr(precision_module, "openvino_available", openvino_available)
+    weights, card = load_card("aerial-buildings")
+    ir = int8_ir_of(weights, card, file_digest(weights))
+    assert ir is not None and ir.with_suffix(".bin").exists()
+    assert card.int8["rows"][2]["precision"] == "int8"  # the card holds its measured accuracy
+    model, _ = load_checkpoint("aerial-buildings")
+    predictor = Predictor(model, card, "cpu", batch_size=2, precision="int8", engine="auto", int8_ir=ir)
+    assert (predictor.inference.engine, predictor.inference.precision) == ("openvino", "int8")
+    prob = predictor.predict(*sample_tile)
+    least_iou, largest = TOLERANCE["int8"]
+    assert mask_iou(prob, reference) >= least_iou
+    assert np.abs(prob - reference).max() <= largest
+
+
+def test_an_int8_ir_of_other_weights_is_not_used(tmp_path):
+    weights, card = load_card("aerial-buildings")
+    assert int8_ir_of(weights, card, "0000000000000000") is None  # the card names other weights
+    copy = tmp_path / "mine.safetensors"
+    copy.write_bytes(weights.read_bytes())
+    assert int8_ir_of(copy, card, file_digest(copy)) is None  # no mine.int8.xml beside it
+
+
+@needs_openvino
+def test_int8_without_an_ir_says_how_to_make_one(red_roof_model, monkeypatch):
+    monkeypatch.setattr(precision_module, "openvino_available", lambda: True)
+    model, card = load_checkpoint(red_roof_model)
+    with pytest.raises(DeviceError, match="scripts/quantize_int8.py"):
+        Predictor(model, card, "cpu", precision="int8", engine="auto")

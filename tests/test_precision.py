@@ -51,6 +51,9 @@ def test_explicit_choices_are_kept():
         ("fp16", "torch", "cpu", False, "fp16 is for CUDA"),
         ("auto", "openvino", "cpu", False, "not installed"),
         ("auto", "openvino", "cuda", True, "runs on the CPU"),
+        ("int8", "torch", "cpu", True, "use --engine openvino"),
+        ("int8", "auto", "cpu", False, "needs OpenVINO"),
+        ("int8", "auto", "cuda", False, "runs on the CPU with OpenVINO"),
     ],
 )
 def test_impossible_combinations_are_refused_with_the_fix(precision, engine, device, openvino, words):
@@ -58,7 +61,15 @@ def test_impossible_combinations_are_refused_with_the_fix(precision, engine, dev
         choose_inference(precision, engine, device, AVX2, openvino=openvino)
 
 
-@pytest.mark.parametrize(("precision", "engine"), [("fp8", "auto"), ("int8", "torch"), ("auto", "onnx")])
+def test_int8_is_never_automatic_and_runs_openvino_when_asked():
+    vnni = frozenset({"avx2", "avx512f", "avx512_vnni"})
+    assert choose_inference("auto", "auto", "cpu", vnni, openvino=True).precision == "fp32"
+    asked = choose_inference("int8", "auto", "cpu", vnni, openvino=True)
+    assert (asked.precision, asked.engine) == ("int8", "openvino") and "avx512_vnni" in asked.reason
+    assert "may gain little" in choose_inference("int8", "openvino", "cpu", AVX2, openvino=True).reason
+
+
+@pytest.mark.parametrize(("precision", "engine"), [("fp8", "auto"), ("int4", "torch"), ("auto", "onnx")])
 def test_unknown_names_are_input_errors(precision, engine):
     with pytest.raises(InputError, match="use one of"):
         choose_inference(precision, engine, "cpu")

@@ -122,7 +122,8 @@ PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="auto, fp32, bf16 or fp16. auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32.",
+        help="auto, fp32, bf16, fp16 or int8. auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA, else fp32; "
+        "int8: the model's shipped int8 OpenVINO IR (CPU).",
     ),
 ]
 EngineOpt = Annotated[

@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bldgseg.models.card import DEFAULT_MODEL, ModelCard, bundled_models, load_card, resolve_checkpoint
+from bldgseg.models.card import (
+    DEFAULT_MODEL,
+    ModelCard,
+    bundled_models,
+    int8_ir_of,
+    load_card,
+    resolve_checkpoint,
+)
 
 #: Names imported on first use, and the module each comes from.
 _LAZY = {
@@ -29,6 +36,7 @@ __all__ = [
     "build_from_card",
     "build_model",
     "bundled_models",
+    "int8_ir_of",
     "list_architectures",
     "register_architecture",
     "load_card",

@@ -16,6 +16,7 @@ __all__ = [
     "IMAGENET_STD",
     "ModelCard",
     "bundled_models",
+    "int8_ir_of",
     "load_card",
     "resolve_checkpoint",
 ]
@@ -54,6 +55,9 @@ class ModelCard:
     license: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: The shipped int8 OpenVINO IR (``<name>.int8.xml``): ``weights_file_digest`` of the weights it was made
+    #: from, calibration data and measured accuracy (``scripts/quantize_int8.py``); empty: none.
+    int8: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 
     @property
@@ -116,3 +120,12 @@ def load_card(name_or_path: str | Path) -> tuple[Path, ModelCard]:
             f"{weights.name}: model card {card_path.name} is missing; keep it beside the weights"
         )
     return weights, ModelCard.from_json(card_path)
+
+
+def int8_ir_of(weights: Path, card: ModelCard, weights_file_digest: str) -> Path | None:
+    """The checkpoint's int8 OpenVINO IR (``<name>.int8.xml`` beside the weights), when there is one and the
+    card says it was made from exactly these weights (``bldgseg.engines.file_digest``); else None."""
+    xml = weights.with_name(f"{weights.stem}.int8.xml")
+    if not xml.exists() or card.int8.get("weights_file_digest") != weights_file_digest:
+        return None
+    return xml

@@ -30,7 +30,7 @@ from bldgseg.inference import Predictor, resolve_device
 from bldgseg.instances import label_instances
 from bldgseg.io import RasterInfo
 from bldgseg.modelgrid import ModelGrid, model_scale
-from bldgseg.models import load_card
+from bldgseg.models import int8_ir_of, load_card
 from bldgseg.mosaic import MosaicTile, tile_of_points
 from bldgseg.overlap import StageGate, stage_gate
 from bldgseg.pipeline.config import UnitSettings
@@ -71,6 +71,7 @@ def get_predictor(settings: UnitSettings) -> Predictor:
             if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
                 torch.set_num_threads(settings.torch_threads)
             weights, card = load_card(settings.model)
+            digest = file_digest(weights)
             _PREDICTORS[key] = Predictor(
                 functools.partial(_load_model, settings.model),
                 card,
@@ -81,7 +82,8 @@ def get_predictor(settings: UnitSettings) -> Predictor:
                 settings.overlap,
                 precision=settings.precision,
                 engine=settings.engine,
-                weights_file=file_digest(weights),
+                weights_file=digest,
+                int8_ir=int8_ir_of(weights, card, digest),
             )
         return _PREDICTORS[key]
 
