@@ -81,7 +81,7 @@ def build_runner(
     IR, which precision int8 runs (without it, int8 raises :class:`DeviceError`)."""
     model = _Lazy(model)
     if choice.precision == "int8":
-        return _int8_runner(int8_ir, choice), choice
+        return _int8_runner(int8_ir), choice
     if choice.engine == "openvino":
         try:
             return _openvino_runner(model, choice, tile_size, weights_file)
@@ -148,7 +148,7 @@ def _openvino_runner(
     return _compiled_runner(compiled), choice
 
 
-def _int8_runner(xml: Path | None, choice: InferenceChoice) -> Runner:
+def _int8_runner(xml: Path | None) -> Runner:
     """The shipped int8 IR, compiled (OpenVINO picks bf16 or fp32 for the layers left unquantized)."""
     import openvino as ov
 
