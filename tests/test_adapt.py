@@ -305,3 +305,18 @@ def test_tiny_adapt_of_the_bundled_instance_model(tmp_path):
     assert "instance_f1" in raw["metrics"]["validation_pixel"]
     comparison = result.report["adaptation"]["comparison"]
     assert comparison["base"]["validation_loss"] > 0 and comparison["adapted"]["polygon_f1"] is not None
+
+
+def test_an_adapted_card_never_claims_the_base_models_int8_ir():
+    from bldgseg.adapt.card import adapted_card
+
+    base = {"name": "base", "int8": {"ir": "base.int8.xml", "weights_file_digest": "abc"}, "training_data": []}
+    adaptation = {
+        "data": {"images": ["a.tif"], "footprints": "f.gpkg", "footprints_layer": None},
+        "region_bbox_lonlat": [32.0, 0.1, 32.1, 0.2],
+        "minutes_trained": 1.0,
+        "steps": 5,
+        "device": "cpu",
+    }
+    card = adapted_card(base, {"metrics": {}, "training": {}}, adaptation)
+    assert "int8" not in card and card["name"] == "base"

@@ -29,6 +29,7 @@ def adapted_card(base: dict[str, Any], trained: dict[str, Any], adaptation: dict
     and its metrics, budget, steps, device and, once measured, the before/after scores.
     """
     card = dict(base)
+    card.pop("int8", None)  # the base's int8 IR belongs to the base's weights, not to these
     card.update({key: trained[key] for key in CARD_KEYS if key in trained})
     data = adaptation["data"]
     user = {
