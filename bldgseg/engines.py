@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from bldgseg.errors import DeviceError
+from bldgseg.files import file_digest  # noqa: F401  (re-exported: engines' callers hash checkpoints)
 from bldgseg.precision import InferenceChoice
 
 __all__ = ["Runner", "build_runner", "cache_dir", "file_digest", "openvino_ir_path", "weights_digest"]
@@ -53,15 +54,6 @@ def weights_digest(model: nn.Module) -> str:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """sha256 (16 hex digits) of a checkpoint file's bytes: finds its cached IR without building the model."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()[:16]
 
 

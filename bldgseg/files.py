@@ -1,4 +1,4 @@
-"""Output files: atomic replacement through a hidden sibling, and the "output exists" refusal.
+"""Output files: atomic replacement through a hidden sibling, the "output exists" refusal, content digests.
 
 A writer builds its output in a hidden temporary file next to the destination (same folder, so the final
 rename is atomic on one filesystem) and removes it on any failure, Ctrl-C included: the destination is either
@@ -8,6 +8,7 @@ untouched or complete, never half-written.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,7 @@ __all__ = [
     "OVERWRITE_HINT",
     "atomic_replace",
     "atomic_write",
+    "file_digest",
     "fsync_file",
     "hidden_temp_path",
     "refuse_existing",
@@ -207,3 +209,12 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 (16 hex digits) of a file's bytes (model weights, cards), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

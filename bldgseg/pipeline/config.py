@@ -8,10 +8,10 @@ from typing import Any
 
 from bldgseg.errors import ModelError
 from bldgseg.executors import SlurmOptions
+from bldgseg.files import file_digest
 from bldgseg.models import DEFAULT_MODEL, ModelCard, load_card, resolve_checkpoint
 from bldgseg.postprocess import PostprocessSettings, resolve_postprocess
 from bldgseg.precision import check_inference_names
-from bldgseg.runstate import file_digest
 
 #: ``progress(stage, done, total)``: the library's progress callback (the CLI renders it).
 
