@@ -24,8 +24,8 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
-from bldgseg.engines import file_digest
 from bldgseg.errors import BldgsegError, DeviceError, ModelError
+from bldgseg.files import file_digest
 from bldgseg.inference import Predictor, resolve_device
 from bldgseg.instances import label_instances
 from bldgseg.io import RasterInfo
