@@ -1,6 +1,7 @@
 """Inference engines: the torch model under autocast, or the same model converted once to OpenVINO and cached.
 
-A runner maps a normalised float32 batch (N x 3 x H x W, torch) to float32 logits (N x C x H x W, torch). The
+A runner maps a normalised float32 batch (N x 3 x H x W) to float32 logits (N x C x H x W): torch tensors on the
+torch engine, NumPy arrays on OpenVINO (which then never imports torch once its IR is cached). The
 OpenVINO IR is converted from the torch model on first use and cached in the user cache directory under a key
 made of the weights' hash, the architecture and the OpenVINO version, so every later run (and every worker
 process) only compiles it. A checkpoint file's own hash also points at its IR (``by-file/``), so a run whose IR is
@@ -19,22 +20,25 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
+import numpy as np
 
+from bldgseg.devices import resolve_device
 from bldgseg.errors import DeviceError
 from bldgseg.files import file_digest  # noqa: F401  (re-exported: engines' callers hash checkpoints)
 from bldgseg.precision import InferenceChoice
 
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
 __all__ = ["Runner", "build_runner", "cache_dir", "file_digest", "openvino_ir_path", "weights_digest"]
 
-#: ``runner(x)``: normalised float32 batch -> float32 logits, both torch tensors on the predictor's device.
-Runner = Callable[[torch.Tensor], torch.Tensor]
+#: ``runner(x)``: normalised float32 batch -> float32 logits (torch tensors on the device, or NumPy arrays).
+Runner = Callable[[Any], Any]
 #: A model, or a function that builds it (called only when the chosen engine needs the torch model).
-ModelSource = nn.Module | Callable[[], nn.Module]
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+ModelSource = Any
 _OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CONVERT_LOCK = threading.Lock()
 
@@ -49,6 +53,8 @@ def cache_dir() -> Path:
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 (16 hex digits) of the model's class and its state dict: names, shapes, dtypes and values."""
+    import torch
+
     digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
@@ -59,24 +65,27 @@ def weights_digest(model: nn.Module) -> str:
 
 def build_runner(
     model: ModelSource,
-    device: torch.device,
+    device: Any,
     choice: InferenceChoice,
     tile_size: int,
     weights_file: str | None = None,
     int8_ir: Path | None = None,
-) -> tuple[Runner, InferenceChoice]:
-    """The runner for ``choice`` and the choice as it ended up (an automatic OpenVINO engine that cannot
-    convert the model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`).
+    threads: int | None = None,
+) -> tuple[Runner, InferenceChoice, torch.device | None]:
+    """The runner for ``choice``, the choice as it ended up (an automatic OpenVINO engine that cannot convert the
+    model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`), and the torch
+    device the runner takes its batches on (None for OpenVINO: NumPy arrays).
 
     ``model`` may be a function that builds it: with ``weights_file`` (:func:`file_digest` of the checkpoint)
     and that file's IR cached, the OpenVINO engine never calls it. ``int8_ir``: the checkpoint's shipped int8
-    IR, which precision int8 runs (without it, int8 raises :class:`DeviceError`)."""
+    IR, which precision int8 runs (without it, int8 raises :class:`DeviceError`). ``device``: a ``--device``
+    name or a ``torch.device``. ``threads``: CPU threads for the model (default: the engine's own choice)."""
     model = _Lazy(model)
     if choice.precision == "int8":
-        return _int8_runner(int8_ir), choice
+        return _int8_runner(int8_ir, threads), choice, None
     if choice.engine == "openvino":
         try:
-            return _openvino_runner(model, choice, tile_size, weights_file)
+            return (*_openvino_runner(model, choice, tile_size, weights_file, threads), None)
         except DeviceError:
             raise
         except Exception as exc:  # a model OpenVINO cannot trace or compile
@@ -87,15 +96,17 @@ def build_runner(
                 ) from exc
             reason = f"{choice.reason}; OpenVINO could not convert the model ({type(exc).__name__}), torch used"
             choice = replace(choice, engine="torch", reason=reason)
-    return _torch_runner(model(), device, choice.precision), choice
+    torch_device = resolve_device(device)
+    return _torch_runner(model, torch_device, choice.precision, threads), choice, torch_device
 
 
 class _Lazy:
     """A model built on the first call and kept (``ModelSource`` either way)."""
 
     def __init__(self, source: ModelSource):
-        self._model = source if isinstance(source, nn.Module) else None
-        self._build = None if self._model is not None else source
+        is_model = hasattr(source, "state_dict")  # a torch module, not a function that builds one
+        self._model = source if is_model else None
+        self._build = None if is_model else source
 
     def __call__(self) -> nn.Module:
         if self._model is None:
@@ -103,18 +114,24 @@ class _Lazy:
         return self._model
 
 
-def _torch_runner(model: nn.Module, device: torch.device, precision: str) -> Runner:
-    dtype = _AUTOCAST_DTYPES.get(precision)
+def _torch_runner(model: _Lazy, device: torch.device, precision: str, threads: int | None) -> Runner:
+    """The model on ``device`` in eval mode and channels-last, under autocast for bf16 / fp16."""
+    import torch
+
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    net = model().to(device).eval().to(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return model(x).float()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
+            return net(x).float()
 
     return run
 
 
 def _openvino_runner(
-    model: _Lazy, choice: InferenceChoice, tile_size: int, weights_file: str | None
+    model: _Lazy, choice: InferenceChoice, tile_size: int, weights_file: str | None, threads: int | None
 ) -> tuple[Runner, InferenceChoice]:
     import openvino as ov
 
@@ -126,13 +143,7 @@ def _openvino_runner(
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
     compiled = core.compile_model(
-        str(xml),
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[choice.precision],
-            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-        },
+        str(xml), "CPU", {"INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[choice.precision], **_cpu_config(threads)}
     )
     used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if used != choice.precision:
@@ -140,7 +151,7 @@ def _openvino_runner(
     return _compiled_runner(compiled), choice
 
 
-def _int8_runner(xml: Path | None) -> Runner:
+def _int8_runner(xml: Path | None, threads: int | None) -> Runner:
     """The shipped int8 IR, compiled (OpenVINO picks bf16 or fp32 for the layers left unquantized)."""
     import openvino as ov
 
@@ -151,17 +162,19 @@ def _int8_runner(xml: Path | None) -> Runner:
         )
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(cache_dir() / "openvino" / "compiled")})
-    compiled = core.compile_model(
-        str(xml), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
-    )
+    compiled = core.compile_model(str(xml), "CPU", _cpu_config(threads))
     return _compiled_runner(compiled)
 
 
+def _cpu_config(threads: int | None) -> dict[str, Any]:
+    """OpenVINO CPU settings: latency (one batch at a time on every thread), ``threads`` when given."""
+    return {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+
+
 def _compiled_runner(compiled: Any) -> Runner:
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(x: Any) -> Any:
         request = compiled.create_infer_request()  # one per call: requests are not thread-safe
-        logits = request.infer([x.detach().cpu().contiguous().numpy()])[0]  # NCHW already: no copy
-        return torch.from_numpy(logits.copy()).to(x.device)
+        return request.infer([np.ascontiguousarray(x, dtype=np.float32)])[0]  # a copy owned by the caller
 
     return run
 
@@ -244,6 +257,7 @@ def _check_conversion(model: nn.Module, ov_model: Any, tile_size: int) -> None:
     Tracing records torch operations only: a model with Python or NumPy logic in its forward pass converts
     without an error yet computes something else; this catches it before the IR is cached."""
     import openvino as ov
+    import torch
 
     compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     generator = torch.Generator().manual_seed(0)
@@ -263,6 +277,7 @@ def _check_conversion(model: nn.Module, ov_model: Any, tile_size: int) -> None:
 def _convert(model: nn.Module, tile_size: int) -> Any:
     """Trace ``model`` (float32, on the CPU) into an OpenVINO model with a dynamic batch and image size."""
     import openvino as ov
+    import torch
 
     example = torch.zeros(1, 3, tile_size, tile_size).contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings(), torch.no_grad():

@@ -5,65 +5,50 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 from rasterio.windows import Window
 
-from bldgseg.engines import ModelSource, build_runner
-from bldgseg.errors import DeviceError, InputError
+from bldgseg.batch_ops import batch_ops
+from bldgseg.blending import blend_weight
+from bldgseg.devices import device_type
+from bldgseg.engines import build_runner
+from bldgseg.errors import InputError
 from bldgseg.models.card import ModelCard
 from bldgseg.overlap import prefetch
 from bldgseg.precision import InferenceChoice, detect_inference
 from bldgseg.tiling import WindowLayout, plan_layout
 
+if TYPE_CHECKING:
+    from bldgseg.engines import ModelSource
+
+__all__ = ["Predictor"]
+
 ProgressCallback = Callable[[int], None]
+#: Channels of an instance model's maps: building probability, centre heatmap, offsets dy and dx.
+INSTANCE_CHANNELS = 4
 #: Batches cut out, stacked and sent to the device ahead of the model by a background thread.
 PREFETCH_BATCHES = 2
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks the first CUDA device when there is one, else the CPU."""
-    name = name.lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r}: CUDA is not available here; use --device cpu (or auto)")
-        device = torch.device(name)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:N-1"
-            )
-        return device
-    if name == "cpu":
-        return torch.device("cpu")
-    raise DeviceError(f"device {name!r} is not understood; use auto, cpu, cuda or cuda:N")
-
-
-def blend_weight(size: int, floor: float = 0.05) -> np.ndarray:
-    """A 2-D raised-cosine (Hann) window with a floor, so overlapping windows fade into each other."""
-    ramp = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-    ramp = np.maximum(ramp, floor).astype(np.float32)
-    return np.outer(ramp, ramp)
 
 
 class Predictor:
     """Runs a segmentation model over arbitrarily large uint8 RGB arrays.
 
-    ``precision`` (auto, fp32, bf16, fp16) and ``engine`` (auto, torch, openvino) are chosen for the hardware
-    by :func:`bldgseg.precision.choose_inference`; ``None`` keeps the plain default: fp16 autocast on CUDA,
-    fp32 on the CPU. What was chosen and why is ``self.inference``. ``model`` may be a function that builds
-    it; with ``weights_file`` (:func:`bldgseg.engines.file_digest` of the checkpoint) and its OpenVINO IR
-    cached, the OpenVINO engine never calls it. ``int8_ir``: the checkpoint's int8 IR (precision int8).
+    ``precision`` (auto, fp32, bf16, fp16, int8) and ``engine`` (auto, torch, openvino) are chosen for the
+    hardware by :func:`bldgseg.precision.choose_inference`; ``None`` keeps the plain default: fp16 autocast on
+    CUDA, fp32 on the CPU. What was chosen and why is ``self.inference``. ``model`` may be a function that
+    builds it; with ``weights_file`` (:func:`bldgseg.files.file_digest` of the checkpoint) and its OpenVINO IR
+    cached, the OpenVINO engine never calls it, and a CPU run on OpenVINO never imports torch. ``int8_ir``: the
+    checkpoint's int8 IR (precision int8). ``threads``: the CPU threads the model may use (default: the
+    engine's own). ``device``: a ``--device`` name or a ``torch.device``; ``self.device`` is its name.
     """
 
     def __init__(
         self,
         model: ModelSource,
         card: ModelCard,
-        device: torch.device | str = "cpu",
+        device: Any = "cpu",
         batch_size: int = 8,
         tta: bool = False,
         tile_size: int | None = None,
@@ -72,8 +57,8 @@ class Predictor:
         engine: str = "torch",
         weights_file: str | None = None,
         int8_ir: Path | None = None,
+        threads: int | None = None,
     ):
-        self.device = resolve_device(device) if isinstance(device, str) else device
         self.card = card
         self.batch_size = max(1, batch_size)
         self.tta = tta
@@ -85,28 +70,18 @@ class Predictor:
             raise InputError(
                 f"overlap {self.overlap} must be >= 0 and smaller than the tile size {self.tile_size}"
             )
-        self.mean = torch.tensor(card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(card.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.weight = blend_weight(self.tile_size)
+        kind = device_type(device)
         if precision is None:
-            precision = "auto" if self.device.type == "cuda" else "fp32"
-        choice = detect_inference(precision, engine, self.device.type)
-        runner, chosen = build_runner(
-            self._prepared(model), self.device, choice, self.tile_size, weights_file, int8_ir
+            precision = "auto" if kind == "cuda" else "fp32"
+        choice = detect_inference(precision, engine, kind)
+        runner, chosen, torch_device = build_runner(
+            model, device, choice, self.tile_size, weights_file, int8_ir, threads=threads
         )
         self._run_model = runner
         self.inference: InferenceChoice = chosen
-        # torch runs fastest on channels-last input; OpenVINO takes plain NCHW arrays (no conversion back)
-        self._memory_format = torch.channels_last if chosen.engine == "torch" else torch.contiguous_format
-
-    def _prepared(self, model: ModelSource) -> Callable[[], nn.Module]:
-        """``model`` (or what it builds) on the device, in eval mode and channels-last."""
-
-        def build() -> nn.Module:
-            built = model if isinstance(model, nn.Module) else model()
-            return built.to(self.device).eval().to(memory_format=torch.channels_last)
-
-        return build
+        self.ops = batch_ops(card, chosen.engine, torch_device)
+        self.device = str(self.ops.device)
 
     def predict(
         self,
@@ -121,7 +96,7 @@ class Predictor:
         A chunk of a larger raster passes its part of the raster's layout, so that every pixel gets the
         windows, context and blending weights it gets when the whole raster is predicted at once.
         """
-        infer = partial(self._tta_tensor, to_probability=_building_probability)
+        infer = partial(self._tta_tensor, to_probability=self.ops.building_probability)
         return self._blend(rgb, valid, 1, infer, progress, layout=layout)[0]
 
     def layout_for(self, height: int, width: int) -> WindowLayout:
@@ -159,8 +134,6 @@ class Predictor:
         building predicts that part's centre, and averaging it in would pull centres apart; taken this way, a
         building that lies whole in both windows on either side of a seam (within half the overlap of it)
         gets exactly the maps of a single window."""
-        from bldgseg.models.instance_outputs import OUTPUT_CHANNELS, instance_maps, unflip_instance_maps
-
         if self.card.head != "instance":
             raise InputError(
                 f"{self.card.name}: has a {self.card.head} head, not instances; use an instance model "
@@ -169,8 +142,12 @@ class Predictor:
         return self._blend(
             rgb,
             valid,
-            len(OUTPUT_CHANNELS),
-            partial(self._tta_tensor, to_probability=instance_maps, unflip=unflip_instance_maps),
+            INSTANCE_CHANNELS,
+            partial(
+                self._tta_tensor,
+                to_probability=self.ops.instance_maps,
+                unflip=self.ops.unflip_instance_maps,
+            ),
             progress,
             deepest_from=1,
             layout=layout,
@@ -181,12 +158,12 @@ class Predictor:
         rgb: np.ndarray,
         valid: np.ndarray,
         channels: int,
-        infer: Callable[[torch.Tensor], torch.Tensor],
+        infer: Callable[[Any], Any],
         progress: ProgressCallback | None,
         deepest_from: int | None = None,
         layout: WindowLayout | None = None,
     ) -> np.ndarray:
-        """Run ``infer`` (a prepared N x 3 x t x t batch -> N x channels x t x t, on the device) over blended
+        """Run ``infer`` (a prepared N x 3 x t x t batch -> N x channels x t x t, of ``self.ops``) over blended
         windows of ``rgb``.
 
         Channels from ``deepest_from`` on are not blended but taken from the window with the largest blending
@@ -208,10 +185,7 @@ class Predictor:
         ]
         soft = channels if deepest_from is None else deepest_from
         shape = (channels, *rgb.shape[1:])
-        if self.device.type == "cuda":
-            blend: HostBlend | DeviceBlend = DeviceBlend(shape, soft, weight, self.device)
-        else:
-            blend = HostBlend(shape, soft, weight)
+        blend = self.ops.new_blend(shape, soft, weight)
         with prefetch(self._prepared_batches(rgb, windows, tile), PREFETCH_BATCHES) as batches:
             for batch, x in batches:
                 blend.add(batch, infer(x))
@@ -221,9 +195,7 @@ class Predictor:
         out[:, ~valid] = 0.0
         return out
 
-    def _prepared_batches(
-        self, rgb: np.ndarray, windows: list[Window], tile: int
-    ) -> Iterator[tuple[list[Window], torch.Tensor]]:
+    def _prepared_batches(self, rgb: np.ndarray, windows: list[Window], tile: int) -> Iterator[tuple[list, Any]]:
         """``(windows, normalised batch on the device)`` for each batch of ``windows`` of ``rgb``."""
         for batch in _batches(windows, self.batch_size):
             stack = np.stack(
@@ -231,33 +203,26 @@ class Predictor:
             )
             yield batch, self._to_input(stack)
 
-    @torch.inference_mode()
-    def _to_input(self, stack: np.ndarray) -> torch.Tensor:
-        """A uint8 batch (N x 3 x t x t) normalised on the device; on CUDA sent from pinned memory without
-        waiting (the model's work on the same stream runs after the copy)."""
-        x = torch.from_numpy(stack)
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(self.device, non_blocking=True).float()
-        return ((x - self.mean) / self.std).contiguous(memory_format=self._memory_format)
+    def _to_input(self, stack: np.ndarray) -> Any:
+        """A uint8 batch (N x 3 x t x t) normalised for the engine (:meth:`NumpyOps.to_input` /
+        :meth:`TorchOps.to_input`)."""
+        return self.ops.to_input(stack)
 
-    def _predict_batch(self, stack: np.ndarray) -> np.ndarray:
-        """Building probability (N, H, W): sigmoid of channel 0, averaged over TTA flips."""
-        return self._tta_probabilities(stack, _building_probability)[:, 0]
+    def predict_batch(self, stack: np.ndarray) -> np.ndarray:
+        """The maps of one uint8 batch of windows (N x 3 x t x t) as a run computes them before blending:
+        building probability (N x 1 x t x t), or an instance model's maps (N x 4 x t x t); TTA included."""
+        if self.card.head == "instance":
+            to_probability, unflip = self.ops.instance_maps, self.ops.unflip_instance_maps
+        else:
+            to_probability, unflip = self.ops.building_probability, None
+        maps = self._tta_tensor(self._to_input(stack), to_probability, unflip)
+        return np.asarray(maps.cpu() if hasattr(maps, "cpu") else maps)
 
-    def _predict_batch_classes(self, x: torch.Tensor) -> torch.Tensor:
+    def _predict_batch_classes(self, x: Any) -> Any:
         """Softmax over the class channels (sigmoid for a one-channel model), averaged over TTA flips."""
-        return self._tta_tensor(
-            x,
-            lambda logits: torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1),
-        )
+        return self._tta_tensor(x, self.ops.class_probabilities)
 
-    def _tta_probabilities(self, stack: np.ndarray, to_probability, unflip=None) -> np.ndarray:
-        """:meth:`_tta_tensor` of a uint8 batch, as a NumPy array."""
-        return self._tta_tensor(self._to_input(stack), to_probability, unflip).cpu().numpy()
-
-    @torch.inference_mode()
-    def _tta_tensor(self, x: torch.Tensor, to_probability, unflip=None) -> torch.Tensor:
+    def _tta_tensor(self, x: Any, to_probability: Callable, unflip: Callable | None = None) -> Any:
         """Run the model (engine and precision of ``self.inference``) on a normalised batch and its flips,
         average the probabilities (on the device).
 
@@ -265,83 +230,12 @@ class Predictor:
         flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
         prob = None
         for dims in flips:
-            inp = torch.flip(x, dims) if dims else x
-            logits = self._run_model(inp)
+            logits = self._run_model(self.ops.flip(x, dims))
             p = to_probability(logits)
             if dims:
-                p = unflip(p, dims) if unflip else torch.flip(p, dims)
+                p = unflip(p, dims) if unflip else self.ops.flip(p, dims)
             prob = p if prob is None else prob + p
         return prob / len(flips)
-
-
-def _building_probability(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits[:, :1])
-
-
-class HostBlend:
-    """Weighted sums of window maps in NumPy arrays (the CPU path).
-
-    ``shape`` (C, H, W): channels before ``soft`` are blended (sum of weight x map over sum of weights); the
-    others are taken from the window with the largest weight at each pixel (the first one on ties)."""
-
-    def __init__(self, shape: tuple[int, int, int], soft: int, weight: np.ndarray):
-        self.soft, self.weight = soft, weight
-        self.total = np.zeros(shape, np.float32)
-        self.weights = np.zeros(shape[1:], np.float32)
-        self.deepest = np.zeros(shape[1:], np.float32) if soft < shape[0] else None
-
-    def add(self, batch: list[Window], maps: torch.Tensor) -> None:
-        """Add the maps (N x C x t x t) of ``batch``'s windows."""
-        soft, weight, tile = self.soft, self.weight, self.weight.shape[0]
-        for window, prob in zip(batch, maps.cpu().numpy(), strict=True):
-            rows = slice(window.row_off, window.row_off + tile)
-            cols = slice(window.col_off, window.col_off + tile)
-            self.total[:soft, rows, cols] += prob[:soft] * weight
-            self.weights[rows, cols] += weight
-            if self.deepest is not None:
-                better = weight > self.deepest[rows, cols]
-                self.total[soft:, rows, cols][:, better] = prob[soft:][:, better]
-                self.deepest[rows, cols][better] = weight[better]
-
-    def result(self) -> np.ndarray:
-        """The blended maps (C x H x W); 0 where no window reached."""
-        out = np.zeros_like(self.total)
-        np.divide(self.total[: self.soft], self.weights, out=out[: self.soft], where=self.weights > 0)
-        out[self.soft :] = self.total[self.soft :]
-        return out
-
-
-class DeviceBlend:
-    """:class:`HostBlend` in tensors on the model's device (CUDA), so maps never leave it until the end."""
-
-    def __init__(self, shape: tuple[int, int, int], soft: int, weight: np.ndarray, device: torch.device):
-        self.soft = soft
-        self.weight = torch.from_numpy(weight).to(device)
-        self.total = torch.zeros(shape, dtype=torch.float32, device=device)
-        self.weights = torch.zeros(shape[1:], dtype=torch.float32, device=device)
-        self.deepest = torch.zeros(shape[1:], dtype=torch.float32, device=device) if soft < shape[0] else None
-
-    def add(self, batch: list[Window], maps: torch.Tensor) -> None:
-        soft, weight, tile = self.soft, self.weight, self.weight.shape[0]
-        for window, prob in zip(batch, maps.float(), strict=True):
-            rows = slice(window.row_off, window.row_off + tile)
-            cols = slice(window.col_off, window.col_off + tile)
-            self.total[:soft, rows, cols] += prob[:soft] * weight
-            self.weights[rows, cols] += weight
-            if self.deepest is not None:
-                better = weight > self.deepest[rows, cols]
-                region = self.total[soft:, rows, cols]
-                region.copy_(torch.where(better, prob[soft:], region))
-                self.deepest[rows, cols] = torch.where(better, weight, self.deepest[rows, cols])
-
-    def result(self) -> np.ndarray:
-        out = torch.zeros_like(self.total)
-        covered = self.weights > 0
-        out[: self.soft] = torch.where(
-            covered, self.total[: self.soft] / torch.where(covered, self.weights, 1.0), 0.0
-        )
-        out[self.soft :] = self.total[self.soft :]
-        return out.cpu().numpy()
 
 
 def _pad_to_layout(

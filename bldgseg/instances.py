@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -32,7 +31,7 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def _numpy(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
+    if hasattr(a, "detach"):  # a torch tensor
         a = a.detach().float().cpu().numpy()
     return np.asarray(a, dtype=np.float32)
 
@@ -155,6 +154,8 @@ def resample_instance_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarr
     h, w = maps.shape[1:]
     if (h, w) == tuple(shape):
         return maps
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(maps))[None]
     out = torch.nn.functional.interpolate(tensor, size=tuple(shape), mode="bilinear", align_corners=False)
     out = out[0].numpy().copy()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bldgseg.errors import DeviceError
+from bldgseg.devices import device_type
 from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_inputs
 from bldgseg.modelgrid import ModelGrid, model_scale
 from bldgseg.models import ModelCard, resolve_checkpoint
@@ -47,21 +45,6 @@ def describe_inference(device: str = "auto", precision: str = "auto", engine: st
     """The precision and engine a run on this machine would choose, and why (before OpenVINO converts the
     model: one that cannot be converted still falls back to torch at run time)."""
     return detect_inference(precision, engine, device_type(device))
-
-
-def device_type(device: str) -> str:
-    """``cpu`` or ``cuda`` for a ``--device`` value. ``auto`` imports torch only where an NVIDIA driver is
-    installed, so that ``bldgseg info`` stays fast elsewhere."""
-    name = device.lower()
-    if name == "cpu" or name.startswith("cuda"):
-        return "cuda" if name.startswith("cuda") else "cpu"
-    if name != "auto":
-        raise DeviceError(f"device {device!r} is not understood; use auto, cpu, cuda or cuda:N")
-    if "torch" not in sys.modules and not Path("/proc/driver/nvidia").exists() and not shutil.which("nvidia-smi"):
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _mosaic_row(mosaic: Mosaic, first: RasterInfo, card: ModelCard, chunk_size: int) -> dict[str, Any]:

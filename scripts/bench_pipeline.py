@@ -118,10 +118,8 @@ class GpuSampler(threading.Thread):
 def model_alone(model_name: str, device: str, precision: str, engine: str, batch_size: int, tiles: int) -> dict:
     """Mpx/s of the bare forward pass (Predictor batches of 512-px tiles, same normalisation, precision and
     engine as the run), excluding I/O, blending and everything after the model."""
-    import torch
-
     from bldgseg.engines import file_digest
-    from bldgseg.inference import Predictor, resolve_device
+    from bldgseg.inference import Predictor
     from bldgseg.models import int8_ir_of, load_card, load_checkpoint
 
     model, card = load_checkpoint(model_name)
@@ -129,29 +127,20 @@ def model_alone(model_name: str, device: str, precision: str, engine: str, batch
     predictor = Predictor(
         model,
         card,
-        resolve_device(device),
+        device,
         batch_size=batch_size,
         precision=precision,
         engine=engine,
         int8_ir=int8_ir_of(weights, card, file_digest(weights)),
     )
-    if card.head == "instance":
-        from bldgseg.models.instance_outputs import instance_maps
-
-        def batch(stack: np.ndarray) -> np.ndarray:
-            return predictor._tta_probabilities(stack, instance_maps)
-    else:
-        batch = predictor._predict_batch
+    batch = predictor.predict_batch  # returns NumPy arrays: on CUDA, every batch waits for the GPU
     tile = predictor.tile_size
     stack = np.random.default_rng(0).integers(0, 255, (batch_size, 3, tile, tile), dtype=np.uint8)
     batch(stack)  # warm-up
-    sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
-    sync()
     start = time.perf_counter()
     rounds = max(1, tiles // batch_size)
     for _ in range(rounds):
         batch(stack)
-    sync()
     mpx_s = rounds * batch_size * tile * tile / 1e6 / (time.perf_counter() - start)
     return {"mpx_s": round(mpx_s, 3), "device": str(predictor.device), "inference": predictor.inference.describe()}
 

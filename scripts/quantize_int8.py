@@ -53,10 +53,10 @@ def calibration_crops(data: Path, card, limit: int) -> list[np.ndarray]:
 
 def speed(predictor: Predictor, batch: int = 4, rounds: int = 4) -> float:
     stack = np.random.default_rng(0).integers(0, 255, (batch, 3, 512, 512), dtype=np.uint8)
-    predictor._predict_batch(stack)
+    predictor.predict_batch(stack)
     start = time.perf_counter()
     for _ in range(rounds):
-        predictor._predict_batch(stack)
+        predictor.predict_batch(stack)
     return rounds * batch * 512 * 512 / 1e6 / (time.perf_counter() - start)
 
 

@@ -97,11 +97,12 @@ def test_openvino_conversion_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("BLDGSEG_CACHE_DIR", str(tmp_path))
     model = RedRoofNet().eval()
     choice = choose_inference("fp32", "openvino", "cpu", openvino=True)
-    run, used = build_runner(model, torch.device("cpu"), choice, 64)
-    assert used.engine == "openvino"
+    run, used, torch_device = build_runner(model, torch.device("cpu"), choice, 64)
+    assert used.engine == "openvino" and torch_device is None  # NumPy batches in and out
     (xml,) = tmp_path.glob("openvino/*/model.xml")
     x = torch.randn(3, 3, 40, 72)
-    assert torch.allclose(run(x), model(x), atol=1e-4)
+    got = run(x.numpy())
+    assert isinstance(got, np.ndarray) and np.allclose(got, model(x).detach().numpy(), atol=1e-4)
     stamp = xml.stat().st_mtime_ns
     build_runner(model, torch.device("cpu"), choice, 64)
     assert xml.stat().st_mtime_ns == stamp  # compiled from the cache, not converted again
@@ -114,8 +115,8 @@ def test_a_model_openvino_cannot_reproduce_falls_back_to_torch(tmp_path, monkeyp
     monkeypatch.setattr(precision_module, "openvino_available", lambda: True)
     model = RoofInstanceNet().eval()
     auto = choose_inference("fp32", "auto", "cpu", openvino=True)
-    _, used = build_runner(model, torch.device("cpu"), auto, 96)
-    assert used.engine == "torch" and "could not convert" in used.reason
+    _, used, torch_device = build_runner(model, torch.device("cpu"), auto, 96)
+    assert used.engine == "torch" and "could not convert" in used.reason and torch_device.type == "cpu"
     asked = choose_inference("fp32", "openvino", "cpu", openvino=True)
     with pytest.raises(DeviceError, match="--engine torch"):
         build_runner(model, torch.device("cpu"), asked, 96)
@@ -134,16 +135,17 @@ def test_a_checkpoint_whose_ir_is_cached_never_builds_its_torch_model(tmp_path, 
         return model
 
     x = torch.randn(2, 3, 64, 64)
-    first, _ = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
-    second, used = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
+    expected = model(x).detach().numpy()
+    build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
+    second, used, _ = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
     assert builds == [1] and used.engine == "openvino"
-    assert torch.allclose(second(x), model(x), atol=1e-4)
+    assert np.allclose(second(x.numpy()), expected, atol=1e-4)
     build_runner(build, torch.device("cpu"), choice, 64, weights_file="another-file")
     assert builds == [1, 1]  # another checkpoint file is looked up (and found by its weights) after building
     for xml in tmp_path.glob("openvino/*/model.xml"):
         xml.unlink()  # a removed IR is converted again, never half-found
-    third, _ = build_runner(build, torch.device("cpu"), choice, 64, weights_file="0123abcd")
-    assert builds == [1, 1, 1] and torch.allclose(third(x), model(x), atol=1e-4)
+    third, _, _ = build_runner(build, "cpu", choice, 64, weights_file="0123abcd")
+    assert builds == [1, 1, 1] and np.allclose(third(x.numpy()), expected, atol=1e-4)
 
 
 def test_torch_engine_builds_a_lazy_model_once(red_roof_model, sample_tile):
@@ -190,3 +192,48 @@ def test_int8_without_an_ir_says_how_to_make_one(red_roof_model, monkeypatch):
     model, card = load_checkpoint(red_roof_model)
     with pytest.raises(DeviceError, match="scripts/quantize_int8.py"):
         Predictor(model, card, "cpu", precision="int8", engine="auto")
+
+
+#: Runs a bldgseg job with every torch import refused; prints the number of buildings.
+_TORCH_BLOCKED_RUN = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch was imported")
+sys.meta_path.insert(0, Refuse())
+from pathlib import Path
+from bldgseg.pipeline import RunConfig, run
+result = run(RunConfig(inputs=[Path(sys.argv[1])], output=Path(sys.argv[2]), model=sys.argv[3], device="cpu",
+                       engine="openvino", precision="fp32"))
+assert result.metadata["units_failed"] == 0, result.metadata
+print(len(result.buildings))
+"""
+
+
+@needs_openvino
+def test_a_cpu_run_on_a_cached_openvino_ir_never_imports_torch(tmp_path, red_roof_model, monkeypatch):
+    """Once a checkpoint's IR is cached, a CPU run on OpenVINO does without torch (about 1 s of imports)."""
+    import subprocess
+    import sys
+
+    from bldgseg.pipeline import RunConfig, run
+    from tests.conftest import scene, write_rgb
+
+    monkeypatch.setenv("BLDGSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision_module, "openvino_available", openvino_available)  # the real probe
+    boxes = [(r, c, r + 20, c + 30) for r in range(10, 200, 60) for c in range(10, 200, 60)]
+    image = write_rgb(tmp_path / "roofs.tif", scene(200, 200, boxes))
+    first = run(
+        RunConfig(
+            inputs=[image], output=tmp_path / "a.gpkg", model=str(red_roof_model), device="cpu",
+            engine="openvino", precision="fp32",
+        )
+    )  # fmt: skip
+    assert first.metadata["engine"] == "openvino" and len(first.buildings) == len(boxes)
+    args = [str(image), str(tmp_path / "b.gpkg"), str(red_roof_model)]
+    done = subprocess.run(
+        [sys.executable, "-c", _TORCH_BLOCKED_RUN, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == len(first.buildings)

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from bldgseg.blending import blend_weight
+from bldgseg.devices import resolve_device
 from bldgseg.errors import DeviceError, InputError
-from bldgseg.inference import Predictor, blend_weight, resolve_device
+from bldgseg.inference import Predictor
 from bldgseg.models import load_checkpoint
 from tests.conftest import scene
 
@@ -76,7 +78,7 @@ def test_device_blending_gives_the_host_blendings_maps():
     blended channels and channels taken from the deepest window, windows overlapping in every direction."""
     from rasterio.windows import Window
 
-    from bldgseg.inference import DeviceBlend, HostBlend
+    from bldgseg.blending import DeviceBlend, HostBlend
 
     rng = np.random.default_rng(0)
     tile, shape, soft = 32, (4, 90, 90), 2

@@ -35,9 +35,9 @@ from bldgseg.adapt.settings import (
 )
 from bldgseg.adapt.split import buildings_in, split_region
 from bldgseg.adapt.validation_images import held_out_windows, validation_rasters
+from bldgseg.devices import resolve_device
 from bldgseg.errors import OutputExistsError
 from bldgseg.files import FOLDER_HINT, refuse_existing
-from bldgseg.inference import resolve_device
 from bldgseg.models import ModelCard, load_checkpoint, resolve_checkpoint
 from bldgseg.pipeline import require_aerial_card
 from bldgseg.progress import ProgressFn

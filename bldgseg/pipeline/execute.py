@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bldgseg.devices import check_device
 from bldgseg.errors import DeviceError, InputError, ModelError
 from bldgseg.executors import Executor, LocalExecutor, open_executor
-from bldgseg.inference import resolve_device
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
 from bldgseg.mosaic import Mosaic
@@ -70,7 +70,7 @@ def execute_units(
     todo = [u for u in units if u.uid not in done]
     remote = bool(config.scheduler or config.workers or config.cluster)
     if not remote:
-        resolve_device(config.device)  # fail fast, before any unit runs
+        check_device(config.device)  # fail fast, before any unit runs
     t_start = time.perf_counter()
     with _open_executor(config, todo) as executor:
         t_ready = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -13,7 +14,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
-import torch
 
 from bldgseg import __version__
 from bldgseg.attributes import IMAGE_COLUMNS, SHAPE_COLUMNS
@@ -185,7 +185,7 @@ def run_metadata(
         "started_utc": started.isoformat(timespec="seconds"),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bldgseg_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": _torch_version(),
         "device": ",".join(devices) or config.device,
         "precision": recorded("precision", config.precision),
         "engine": recorded("engine", config.engine),
@@ -327,3 +327,11 @@ def write_probability_maps(
             raise
         written.append(writer.close())
     return written
+
+
+def _torch_version() -> str:
+    """The installed torch's version, read from its metadata (a run on OpenVINO never imports torch)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return ""

@@ -13,20 +13,21 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
-import torch
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from bldgseg.attributes import height_attributes, image_attributes, shape_attributes
+from bldgseg.devices import device_type, resolve_device
 from bldgseg.errors import BldgsegError, DeviceError, ModelError
 from bldgseg.files import file_digest
-from bldgseg.inference import Predictor, resolve_device
+from bldgseg.inference import Predictor
 from bldgseg.instances import label_instances
 from bldgseg.io import RasterInfo
 from bldgseg.modelgrid import ModelGrid, model_scale
@@ -68,8 +69,6 @@ def get_predictor(settings: UnitSettings) -> Predictor:
     )
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
-            if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
-                torch.set_num_threads(settings.torch_threads)
             weights, card = load_card(settings.model)
             digest = file_digest(weights)
             _PREDICTORS[key] = Predictor(
@@ -84,25 +83,31 @@ def get_predictor(settings: UnitSettings) -> Predictor:
                 engine=settings.engine,
                 weights_file=digest,
                 int8_ir=int8_ir_of(weights, card, digest),
+                threads=settings.torch_threads,
             )
         return _PREDICTORS[key]
 
 
-def _load_model(name_or_path: str) -> torch.nn.Module:
+def _load_model(name_or_path: str) -> Any:
     """The checkpoint's torch model (imports segmentation_models_pytorch and timm: only when needed)."""
     from bldgseg.models import load_checkpoint
 
     return load_checkpoint(name_or_path)[0]
 
 
-def worker_device(name: str) -> torch.device:
-    """The device of this process; a LocalCluster worker *i* on a multi-GPU machine takes GPU *i* mod count."""
+def worker_device(name: str) -> str:
+    """The device of this process (a ``--device`` name); a LocalCluster worker *i* on a multi-GPU machine takes
+    GPU *i* mod count. A CPU device is named without importing torch."""
+    if device_type(name) == "cpu":
+        return "cpu"
+    import torch
+
     device = resolve_device(name)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+    if device.index is None and torch.cuda.device_count() > 1:
         index = _local_worker_index()
         if index is not None:
-            return torch.device("cuda", index % torch.cuda.device_count())
-    return device
+            return f"cuda:{index % torch.cuda.device_count()}"
+    return str(device)
 
 
 def _local_worker_index() -> int | None:

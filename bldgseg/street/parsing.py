@@ -59,7 +59,8 @@ class FacadeParser:
         batch_size: int = 4,
         tta: bool = False,
     ):
-        from bldgseg.inference import Predictor, resolve_device
+        from bldgseg.devices import resolve_device
+        from bldgseg.inference import Predictor
 
         network, card = load_facade_model(model)
         if len(card.classes) < 2:

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from bldgseg.devices import resolve_device
 from bldgseg.errors import InputError
-from bldgseg.inference import resolve_device
 from bldgseg.instances import NMS_KERNEL
 from bldgseg.models import ModelCard, build_model, save_checkpoint
 from bldgseg.models.pretrained import load_encoder_tensors, load_imagenet_encoder, read_state_dict
