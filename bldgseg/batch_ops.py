@@ -21,19 +21,15 @@ _OFFSET_Y, _OFFSET_X = 2, 3
 
 
 class NumpyOps:
-    """Float32 NumPy arrays on the host: the OpenVINO engine's input and output."""
+    """NumPy arrays on the host: the OpenVINO engine takes uint8 batches and normalises them in its graph
+    (:func:`bldgseg.engines.build_runner` with ``input_stats``) and gives float32 logits."""
 
     device = "cpu"
 
-    def __init__(self, card: ModelCard):
-        self.scale = (1.0 / (np.asarray(card.std, np.float32) * 255.0)).reshape(1, 3, 1, 1)
-        self.shift = (-np.asarray(card.mean, np.float32) * 255.0).reshape(1, 3, 1, 1) * self.scale
-
-    def to_input(self, stack: np.ndarray) -> np.ndarray:
-        """A uint8 batch (N x 3 x t x t) normalised: ``(x - mean) / std`` in float32."""
-        x = np.multiply(stack, self.scale, dtype=np.float32)
-        x += self.shift
-        return x
+    @staticmethod
+    def to_input(stack: np.ndarray) -> np.ndarray:
+        """The uint8 batch (N x 3 x t x t) itself: OpenVINO normalises it with the card's mean and std."""
+        return stack
 
     @staticmethod
     def flip(x: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
@@ -124,7 +120,7 @@ class TorchOps:
 
 def batch_ops(card: ModelCard, engine: str, device: Any) -> NumpyOps | TorchOps:
     """The operations for ``engine`` (``torch``: tensors on ``device``, a ``torch.device``; else NumPy)."""
-    return TorchOps(card, device) if engine == "torch" else NumpyOps(card)
+    return TorchOps(card, device) if engine == "torch" else NumpyOps()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

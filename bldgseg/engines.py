@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,8 @@ __all__ = ["Runner", "build_runner", "cache_dir", "file_digest", "openvino_ir_pa
 Runner = Callable[[Any], Any]
 #: A model, or a function that builds it (called only when the chosen engine needs the torch model).
 ModelSource = Any
+#: A card's per-channel ``(mean, std)`` in 0-1 units.
+InputStats = tuple[Sequence[float], Sequence[float]]
 _OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CONVERT_LOCK = threading.Lock()
 
@@ -71,6 +73,7 @@ def build_runner(
     weights_file: str | None = None,
     int8_ir: Path | None = None,
     threads: int | None = None,
+    input_stats: InputStats | None = None,
 ) -> tuple[Runner, InferenceChoice, torch.device | None]:
     """The runner for ``choice``, the choice as it ended up (an automatic OpenVINO engine that cannot convert the
     model falls back to torch, and says so; an OpenVINO asked for raises :class:`DeviceError`), and the torch
@@ -79,13 +82,15 @@ def build_runner(
     ``model`` may be a function that builds it: with ``weights_file`` (:func:`file_digest` of the checkpoint)
     and that file's IR cached, the OpenVINO engine never calls it. ``int8_ir``: the checkpoint's shipped int8
     IR, which precision int8 runs (without it, int8 raises :class:`DeviceError`). ``device``: a ``--device``
-    name or a ``torch.device``. ``threads``: CPU threads for the model (default: the engine's own choice)."""
+    name or a ``torch.device``. ``threads``: CPU threads for the model (default: the engine's own choice).
+    ``input_stats``: the card's ``(mean, std)``; OpenVINO then takes uint8 batches and normalises them inside the
+    compiled model (no float copy of the batch in Python; torch runners take normalised batches either way)."""
     model = _Lazy(model)
     if choice.precision == "int8":
-        return _int8_runner(int8_ir, threads), choice, None
+        return _int8_runner(int8_ir, threads, input_stats), choice, None
     if choice.engine == "openvino":
         try:
-            return (*_openvino_runner(model, choice, tile_size, weights_file, threads), None)
+            return (*_openvino_runner(model, choice, tile_size, weights_file, threads, input_stats), None)
         except DeviceError:
             raise
         except Exception as exc:  # a model OpenVINO cannot trace or compile
@@ -131,7 +136,12 @@ def _torch_runner(model: _Lazy, device: torch.device, precision: str, threads: i
 
 
 def _openvino_runner(
-    model: _Lazy, choice: InferenceChoice, tile_size: int, weights_file: str | None, threads: int | None
+    model: _Lazy,
+    choice: InferenceChoice,
+    tile_size: int,
+    weights_file: str | None,
+    threads: int | None,
+    input_stats: InputStats | None,
 ) -> tuple[Runner, InferenceChoice]:
     import openvino as ov
 
@@ -143,7 +153,9 @@ def _openvino_runner(
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(xml.parent / "compiled")})
     compiled = core.compile_model(
-        str(xml), "CPU", {"INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[choice.precision], **_cpu_config(threads)}
+        _with_input_stats(core, xml, input_stats),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": _OPENVINO_HINTS[choice.precision], **_cpu_config(threads)},
     )
     used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if used != choice.precision:
@@ -151,7 +163,7 @@ def _openvino_runner(
     return _compiled_runner(compiled), choice
 
 
-def _int8_runner(xml: Path | None, threads: int | None) -> Runner:
+def _int8_runner(xml: Path | None, threads: int | None, input_stats: InputStats | None) -> Runner:
     """The shipped int8 IR, compiled (OpenVINO picks bf16 or fp32 for the layers left unquantized)."""
     import openvino as ov
 
@@ -162,8 +174,24 @@ def _int8_runner(xml: Path | None, threads: int | None) -> Runner:
         )
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(cache_dir() / "openvino" / "compiled")})
-    compiled = core.compile_model(str(xml), "CPU", _cpu_config(threads))
+    compiled = core.compile_model(_with_input_stats(core, Path(xml), input_stats), "CPU", _cpu_config(threads))
     return _compiled_runner(compiled)
+
+
+def _with_input_stats(core: Any, xml: Path, input_stats: InputStats | None) -> Any:
+    """The IR (its path), or with ``input_stats`` the IR read with a uint8 input normalised in the graph."""
+    if input_stats is None:
+        return str(xml)
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    mean, std = input_stats
+    ppp = PrePostProcessor(core.read_model(str(xml)))
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NCHW"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    steps.mean([float(m) * 255.0 for m in mean]).scale([float(v) * 255.0 for v in std])
+    return ppp.build()
 
 
 def _cpu_config(threads: int | None) -> dict[str, Any]:
@@ -174,7 +202,7 @@ def _cpu_config(threads: int | None) -> dict[str, Any]:
 def _compiled_runner(compiled: Any) -> Runner:
     def run(x: Any) -> Any:
         request = compiled.create_infer_request()  # one per call: requests are not thread-safe
-        return request.infer([np.ascontiguousarray(x, dtype=np.float32)])[0]  # a copy owned by the caller
+        return request.infer([np.ascontiguousarray(x)])[0]  # a copy owned by the caller
 
     return run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def enrich_footprints(
         centroids = gdf.geometry.to_crs(info.crs).centroid
         todo = (assigned == "") & centroids.within(extent).to_numpy()
         if todo.any():
-            values = image_attributes(gdf[todo], info.path, bands=info.bands)
+            values = image_attributes(gdf[todo], info.path, bands=info.bands, threads=os.cpu_count() or 1)
             measured = values.combine_first(measured)
             assigned[todo] = str(info.path)
         report_progress(progress, "images", done, len(paths))

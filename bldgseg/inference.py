@@ -76,7 +76,7 @@ class Predictor:
             precision = "auto" if kind == "cuda" else "fp32"
         choice = detect_inference(precision, engine, kind)
         runner, chosen, torch_device = build_runner(
-            model, device, choice, self.tile_size, weights_file, int8_ir, threads=threads
+            model, device, choice, self.tile_size, weights_file, int8_ir, threads, (card.mean, card.std)
         )
         self._run_model = runner
         self.inference: InferenceChoice = chosen

@@ -416,16 +416,18 @@ def read_rgb(
                 boundless=not inside,
                 out_dtype=info.dtype,
             )
-            masks = ds.read_masks(
-                indexes, window=win, out_shape=shape, resampling=Resampling.nearest, boundless=not inside
-            )
+            masks = None
+            if not (inside and _all_valid(ds, indexes)):
+                masks = ds.read_masks(
+                    indexes, window=win, out_shape=shape, resampling=Resampling.nearest, boundless=not inside
+                )
     except RasterioError as exc:
         raise InputError(
             f"{info.path.name}: reading window {win} failed ({one_line(exc)}); "
             "check the file with `gdalinfo -checksum` and re-export it"
         ) from exc
 
-    valid = valid_pixels(masks, data)
+    valid = valid_pixels(np.full(shape[1:], 255, np.uint8) if masks is None else masks, data)
     if info.stretch is None and data.dtype == np.uint8:
         rgb = data
     else:
@@ -434,5 +436,11 @@ def read_rgb(
             band = np.nan_to_num(data[i].astype(np.float32), nan=low, posinf=high, neginf=low)
             scaled = (band - np.float32(low)) * np.float32(255.0 / (high - low))
             rgb[i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    rgb = np.where(valid[None], rgb, 0).astype(np.uint8, copy=False)
+    if masks is not None or not valid.all():
+        rgb = np.where(valid[None], rgb, 0).astype(np.uint8, copy=False)
     return rgb, valid
+
+
+def _all_valid(ds: Any, indexes: list[int]) -> bool:
+    """Whether GDAL says every pixel of these bands is valid (no nodata, alpha or mask): no masks to read."""
+    return all(MaskFlags.all_valid in ds.mask_flag_enums[i - 1] for i in indexes)

@@ -325,7 +325,8 @@ def measure_buildings(
     """
     parts = [polygons[["geometry", "confidence"]], shape_attributes(polygons)]
     if settings.texture:
-        parts.append(image_attributes(polygons, info.path, bands=info.bands))
+        threads = settings.torch_threads or os.cpu_count() or 1
+        parts.append(image_attributes(polygons, info.path, bands=info.bands, threads=threads))
     parts.append(
         height_attributes(polygons, ndsm=settings.ndsm, dsm=settings.dsm, dtm=settings.dtm).to_frame()
     )
