@@ -10,6 +10,11 @@ buildings it owns. Steps, in order:
    shared walls are never cut. In ``bldgseg run`` a semantic model's mask is opened on the raster instead
    (:func:`open_mask`: the same shapes, several times faster), and the opened mask is what gets vectorized; a
    building's ``confidence`` is then the mean probability of its opened pixels.
+   **Touching buildings split** (``split_core``, semantic models): the opened mask is cut by a marker watershed
+   on the probability (:func:`split_touching`): each core (connected pixels of probability >= ``split_core``)
+   is a building, and every mask pixel joins the core it reaches over descending probability, so a dip in the
+   probability between two roofs becomes their shared wall; mask parts without a core stay whole. The pieces
+   are then handled as instances (opened, merged and simplified together; shared walls stay shared).
 2. **Fragments merged** (``merge_fragments``): a polygon smaller than ``min_area_m2`` that shares an edge with a
    larger one joins the neighbour it shares the longest edge with (a stray piece of an instance, a spur cut
    from a building that still touches it).
@@ -39,6 +44,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from scipy import ndimage
 from shapely.geometry import Polygon
+from skimage.segmentation import watershed
 
 from bldgseg.coverage import regularize_coverage
 from bldgseg.defaults import DEFAULT_MIN_AREA_M2
@@ -60,6 +66,7 @@ __all__ = [
     "postprocess_chunk",
     "raster_opening_side",
     "resolve_postprocess",
+    "split_touching",
 ]
 
 #: Keys of a model card's ``postprocess`` object and their types.
@@ -67,8 +74,10 @@ CARD_KEYS: dict[str, type] = {
     "hole_area_m2": float,
     "opening_m": float,
     "merge_fragments": bool,
+    "split_core": float,
     "regularize": bool,
 }
+_EIGHT = np.ones((3, 3), dtype=bool)
 #: Pixel-frame coordinates are rounded to this step (pixels), so pixel outlines are exactly whole numbers.
 _GRID = 1.0 / 1024.0
 
@@ -81,6 +90,7 @@ class PostprocessSettings:
     hole_area_m2: float = 0.0
     opening_m: float = 0.0
     merge_fragments: bool = False
+    split_core: float = 0.0
     regularize: bool = False
     simplify_m: float = 0.2
 
@@ -113,7 +123,7 @@ def resolve_postprocess(
     card: ModelCard, enabled: bool = True, simplify_m: float = 0.2, **given: float | bool | None
 ) -> PostprocessSettings:
     """The settings of a run: each of ``given`` (``min_area_m2``, ``hole_area_m2``, ``opening_m``,
-    ``merge_fragments``, ``regularize``) as given, else the card's when ``enabled``, else off."""
+    ``merge_fragments``, ``split_core``, ``regularize``) as given, else the card's when ``enabled``, else off."""
     unknown = sorted(set(given) - {"min_area_m2", *CARD_KEYS})
     if unknown:
         raise TypeError(f"resolve_postprocess: unknown setting(s) {', '.join(unknown)}")
@@ -271,6 +281,19 @@ def open_mask(mask: np.ndarray, side: int) -> np.ndarray:
     fraction of the buffers, and vectorizing the opened mask replaces vectorizing the mask.
     """
     return ndimage.binary_opening(mask, structure=np.ones((side + 1, side + 1), dtype=bool))
+
+
+def split_touching(prob: np.ndarray, mask: np.ndarray, core: float) -> np.ndarray:
+    """Instance labels (int32, 0 outside ``mask``) of a semantic mask split at probability dips: a marker
+    watershed of ``-prob`` from the cores (8-connected pixels of ``mask`` with ``prob >= core``) inside
+    ``mask``; connected parts of ``mask`` that hold no core keep one label each.
+
+    Each label depends only on the connected part of ``mask`` it lies in, so every chunk that sees a building's
+    part whole labels it alike."""
+    cores, count = ndimage.label(mask & (prob >= core), structure=_EIGHT)
+    labels = watershed(-prob, markers=cores, mask=mask, connectivity=2).astype(np.int32)
+    rest, _ = ndimage.label(mask & (labels == 0), structure=_EIGHT)
+    return np.where(rest > 0, rest + count, labels).astype(np.int32)
 
 
 def _opening(geoms: np.ndarray, radius: float) -> np.ndarray:

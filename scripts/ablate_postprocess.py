@@ -10,11 +10,14 @@ F1/P/R at IoU 0.5, count, share of polygons under `--fragment-area`).
 Stage 1 is the grid of minimum areas x openings (holes under 1 m² filled, fragments merged); stage 2 turns each
 step of the stage-1 winner off (or the hole area up); stage 3 adds regularization to the winner, kept only when
 it does not lower the F1; stage 4 tries other probability thresholds than the card's (0.4, 0.6, 0.7) with the
-winner's steps. The winner maximizes the mean whole-area F1 of the two validation sets without losing
-more than 0.01 of their mean pixel IoU against today's behaviour (4 m², nothing else). `--write` stores the
-chosen values (`min_area_m2`, `postprocess`, `threshold`) and the table in the model's card.
+winner's steps; stage 5 splits touching buildings at probability dips (`split_core` 0.6-0.9, semantic models).
+The winner maximizes the mean whole-area F1 of the two validation sets without losing more than 0.01 of their
+mean pixel IoU against today's behaviour (4 m², nothing else). `--write` stores the chosen values
+(`min_area_m2`, `postprocess`, `threshold`) and the table in the model's card.
 
     .venv/bin/python scripts/ablate_postprocess.py aerial-buildings --json runs/ablation-buildings.json --write
+
+`--continue-from JSON` takes the rows and choice of an earlier `--json` and runs only stage 5 on top of it.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from bldgseg.pipeline import RunConfig, run
 TODAY = {"min_area_m2": 4.0}
 VALIDATION = ("zanzibar_val", "spacenet2_val")
 TEST = "kampala_test"
-STEP_KEYS = ("min_area_m2", "hole_area_m2", "opening_m", "merge_fragments", "regularize")
+STEP_KEYS = ("min_area_m2", "hole_area_m2", "opening_m", "merge_fragments", "split_core", "regularize")
 #: Stage 4: probability thresholds tried besides the card's own.
 THRESHOLDS = (0.4, 0.6, 0.7)
+#: Stage 5: cores of touching buildings (probability), split at the dips between them.
+SPLIT_CORES = (0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass
@@ -114,6 +119,8 @@ def label(steps: dict) -> str:
         parts.append(f"holes < {steps['hole_area_m2']:g} m²")
     if steps.get("merge_fragments"):
         parts.append("merge")
+    if steps.get("split_core"):
+        parts.append(f"split at cores >= {steps['split_core']:g}")
     if steps.get("regularize"):
         parts.append("regularize")
     return ", ".join(parts)
@@ -168,6 +175,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every row here")
     parser.add_argument("--write", action="store_true", help="store the chosen defaults in the model's card")
     parser.add_argument("--from-json", type=Path, help="take the rows of an earlier --json instead of running")
+    parser.add_argument("--continue-from", type=Path, help="an earlier --json: run only stage 5 on top of it")
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
@@ -178,6 +186,7 @@ def main() -> None:
         return
     instances = False if args.semantic else None
     rows: list[dict] = []
+    earlier = json.loads(args.continue_from.read_text()) if args.continue_from else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sets = datasets(args.data, work)
@@ -190,16 +199,25 @@ def main() -> None:
             rows.append(row)
             return row
 
-        evaluate_steps({})
-        today = evaluate_steps(dict(TODAY))
-        floor = validation_mean(today, "pixel_iou") - 0.01
-        first = best_of([evaluate_steps(s) for s in stage1()], floor)
-        chosen = best_of([first] + [evaluate_steps(s) for s in stage2(first["steps"])], floor)
-        regular = evaluate_steps({**chosen["steps"], "regularize": True})
-        if validation_mean(regular, "f1") >= validation_mean(chosen, "f1"):
-            chosen = regular
-        thresholds = [evaluate_steps({**chosen["steps"], "threshold": t}) for t in THRESHOLDS]
-        chosen = best_of([chosen, *thresholds], floor)
+        if earlier is None:
+            evaluate_steps({})
+            today = evaluate_steps(dict(TODAY))
+            floor = validation_mean(today, "pixel_iou") - 0.01
+            first = best_of([evaluate_steps(s) for s in stage1()], floor)
+            chosen = best_of([first] + [evaluate_steps(s) for s in stage2(first["steps"])], floor)
+            regular = evaluate_steps({**chosen["steps"], "regularize": True})
+            if validation_mean(regular, "f1") >= validation_mean(chosen, "f1"):
+                chosen = regular
+            thresholds = [evaluate_steps({**chosen["steps"], "threshold": t}) for t in THRESHOLDS]
+            chosen = best_of([chosen, *thresholds], floor)
+        else:
+            rows.extend(earlier["rows"])
+            chosen = earlier["chosen"]
+            today = next(r for r in rows if r["steps"] == TODAY)
+            floor = validation_mean(today, "pixel_iou") - 0.01
+        if not args.semantic and not _is_instance_model(args.model):
+            splits = [evaluate_steps({**chosen["steps"], "split_core": c}) for c in SPLIT_CORES]
+            chosen = best_of([chosen, *splits], floor)
     names = [d.name for d in sets]
     print_table(rows, names)
     print(f"\nchosen on validation: {label(chosen['steps'])}: {json.dumps(chosen)}")
@@ -209,6 +227,12 @@ def main() -> None:
         write_card(args, rows, chosen)
 
 
+def _is_instance_model(model: str) -> bool:
+    """Whether the model groups instances itself (the split step is for semantic masks only)."""
+    card = json.loads(resolve_checkpoint(model).with_suffix(".json").read_text())
+    return card.get("head") == "instance"
+
+
 def _rounded(metrics: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
 
@@ -216,7 +240,10 @@ def _rounded(metrics: dict) -> dict:
 def write_card(args: argparse.Namespace, rows: list[dict], chosen: dict) -> None:
     card_path = resolve_checkpoint(args.model).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    off = {"min_area_m2": 0.0, "hole_area_m2": 0.0, "opening_m": 0.0, "merge_fragments": False, "regularize": False}
+    off = {
+        "min_area_m2": 0.0, "hole_area_m2": 0.0, "opening_m": 0.0, "merge_fragments": False, "split_core": 0.0,
+        "regularize": False,
+    }
     steps = {key: chosen["steps"].get(key, off[key]) for key in STEP_KEYS}
     card["min_area_m2"] = steps.pop("min_area_m2")
     if chosen["steps"].get("threshold") is not None:

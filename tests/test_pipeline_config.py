@@ -67,6 +67,7 @@ def test_a_new_option_is_hashed_by_default(red_roof_model):
         {"hole_area_m2": 1.0},
         {"opening_m": 1.0},
         {"merge_fragments": True},
+        {"split_core": 0.7},
         {"postprocess": False},
         {"texture": False},
         {"tta": True},

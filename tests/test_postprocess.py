@@ -29,6 +29,7 @@ from bldgseg.postprocess import (
     postprocess_chunk,
     raster_opening_side,
     resolve_postprocess,
+    split_touching,
 )
 from bldgseg.vectorize import instance_outlines, mask_to_polygons
 from tests.conftest import RedRoofNet, save_test_model, scene, write_rgb
@@ -322,3 +323,31 @@ def test_opening_on_the_raster_gives_the_polygon_openings_shapes(opening_m, monk
         assert shapes_of(on_raster) == shapes_of(by_buffers)
         kept += len(by_buffers)
     assert kept > 20
+
+
+def test_split_touching_cuts_at_the_probability_dip_and_keeps_coreless_parts_whole():
+    prob = np.zeros((20, 40), np.float32)
+    prob[2:10, 2:14], prob[2:10, 14:17], prob[2:10, 17:30] = 0.95, 0.6, 0.9  # two roofs, a dip between
+    prob[14:18, 2:8] = 0.6  # a part of the mask without any core
+    labels = split_touching(prob, prob >= 0.5, core=0.8)
+    assert labels[5, 5] != labels[5, 25] and labels[5, 5] > 0 and labels[5, 25] > 0
+    assert set(np.unique(labels[2:10, 14:17])) <= {labels[5, 5], labels[5, 25]}  # the dip goes to a neighbour
+    assert len(np.unique(labels[14:18, 2:8])) == 1 and labels[15, 3] not in (0, labels[5, 5], labels[5, 25])
+    assert ((labels > 0) == (prob >= 0.5)).all()
+    assert len(np.unique(split_touching(prob, prob >= 0.5, core=0.97))) == 3  # no core: connected parts
+
+
+def test_split_core_in_a_run_gives_two_buildings_sharing_a_wall(tmp_path, red_roof_model):
+    """Two bright roofs joined by a dull strip (probability ~0.55): one building without the split, two that
+    share a wall with it, covering the same ground."""
+    bright, dull = (200, 60, 60), (120, 110, 60)
+    boxes = [(20, 20, 40, 50), (20, 50, 40, 53), (20, 53, 40, 83)]
+    image = write_rgb(tmp_path / "roofs.tif", scene(64, 100, boxes, [bright, dull, bright]))
+    common = dict(inputs=[image], model=str(red_roof_model), device="cpu", postprocess=False, simplify_m=0.0)
+    whole = run(RunConfig(output=tmp_path / "a.gpkg", **common)).buildings
+    split = run(RunConfig(output=tmp_path / "b.gpkg", split_core=0.9, **common)).buildings
+    assert len(whole) == 1 and len(split) == 2
+    first, second = split.geometry
+    wall = shapely.length(first.intersection(second))  # across the 6 m roofs, with a jog on the flat strip
+    assert first.touches(second) and 6.0 - 1e-6 <= wall <= 7.0
+    assert shapely.union(first, second).symmetric_difference(whole.geometry.iloc[0]).area < 1e-6

@@ -109,6 +109,17 @@ def test_context_model_gives_the_same_buildings_for_every_chunk_size(tmp_path, g
         assert_same_buildings(single, chunked, f"{gsd} m input, --chunk-size {chunk_size}")
 
 
+def test_touching_buildings_split_at_probability_dips_are_the_same_for_every_chunk_size(tmp_path):
+    """``split_core``: the watershed labels of a building depend only on its connected part of the mask."""
+    model = context_model(tmp_path)
+    image = raster(tmp_path, 192, 0.3, seed=1, touching=True)
+    single = buildings(tmp_path, model, image, SINGLE_CHUNK, split_core=0.9)
+    assert len(single) >= 6
+    for chunk_size in (48, 100):
+        chunked = buildings(tmp_path, model, image, chunk_size, split_core=0.9)
+        assert_same_buildings(single, chunked, f"split at cores >= 0.9, --chunk-size {chunk_size}")
+
+
 @pytest.mark.parametrize(("gsd", "size", "chunk_sizes"), [(0.3, 192, (64,)), (0.15, 384, (128,))])
 def test_context_instance_model_gives_the_same_buildings_for_every_chunk_size(tmp_path, gsd, size, chunk_sizes):
     model = context_instance_model(tmp_path)

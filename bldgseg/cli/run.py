@@ -98,6 +98,16 @@ MergeFragmentsOpt = Annotated[
         rich_help_panel=POSTPROCESS_PANEL,
     ),
 ]
+SplitCoreOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--split-core",
+        min=0.0,
+        max=1.0,
+        help="Split touching buildings where the probability dips between cores of at least this (0: off).",
+        rich_help_panel=POSTPROCESS_PANEL,
+    ),
+]
 NoPostprocessOpt = Annotated[
     bool,
     typer.Option(
@@ -145,6 +155,7 @@ RUN_CONFIG_FLAGS = (
     "regularize",
     "opening_m",
     "merge_fragments",
+    "split_core",
     "instances",
     "chunk_size",
     "ndsm",
@@ -179,6 +190,7 @@ def run(
     hole_area: HoleAreaOpt = None,
     opening_m: OpeningOpt = None,
     merge_fragments: MergeFragmentsOpt = None,
+    split_core: SplitCoreOpt = None,
     no_postprocess: NoPostprocessOpt = False,
     instances: RunInstancesOpt = None,
     chunk_size: RunChunkSizeOpt = 4096,

@@ -44,6 +44,8 @@ class RunConfig:
     hole_area_m2: float | None = None
     opening_m: float | None = None
     merge_fragments: bool | None = None
+    #: Touching buildings split where the probability dips between cores of at least this value (0: off).
+    split_core: float | None = None
     #: False: the card's post-processing defaults are ignored; only the steps given above run.
     postprocess: bool = True
     chunk_size: int = 4096
@@ -114,6 +116,7 @@ class UnitSettings:
     hole_area_m2: float = 0.0
     opening_m: float = 0.0
     merge_fragments: bool = False
+    split_core: float = 0.0
 
     def postprocess(self) -> PostprocessSettings:
         """The post-processing of each unit's polygons (``bldgseg.postprocess``)."""
@@ -122,6 +125,7 @@ class UnitSettings:
             hole_area_m2=self.hole_area_m2,
             opening_m=self.opening_m,
             merge_fragments=self.merge_fragments,
+            split_core=self.split_core,
             regularize=self.regularize,
             simplify_m=self.simplify_m,
         )
@@ -156,6 +160,7 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
         hole_area_m2=config.hole_area_m2,
         opening_m=config.opening_m,
         merge_fragments=config.merge_fragments,
+        split_core=config.split_core,
         regularize=config.regularize,
     )
     settings = UnitSettings(
@@ -174,6 +179,7 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
         hole_area_m2=post.hole_area_m2,
         opening_m=post.opening_m,
         merge_fragments=post.merge_fragments,
+        split_core=post.split_core,
         texture=config.texture,
         ndsm=absolute(config.ndsm),
         dsm=absolute(config.dsm),

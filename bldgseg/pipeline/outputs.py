@@ -219,6 +219,7 @@ def _run_parameters(config: RunConfig, settings: UnitSettings) -> dict[str, Any]
         hole_area_m2=post.hole_area_m2,
         opening_m=post.opening_m,
         merge_fragments=post.merge_fragments,
+        split_core=post.split_core,
         regularize=post.regularize,
     )
     return params

@@ -37,7 +37,7 @@ from bldgseg.overlap import StageGate, stage_gate
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.outputs import IMAGE_DATE, order_columns
 from bldgseg.pipeline.plan import WorkUnit, window_key
-from bldgseg.postprocess import open_mask, postprocess_chunk, raster_opening_side
+from bldgseg.postprocess import open_mask, postprocess_chunk, raster_opening_side, split_touching
 from bldgseg.resample import maps_to_source, read_model_region, valid_to_source
 from bldgseg.runstate import UnitRecord, write_error_part, write_part
 from bldgseg.vectorize import instance_outlines, mask_to_polygons
@@ -207,6 +207,8 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     side = raster_opening_side(post, info) if mask is not None else 0
     if side:  # step 1 on the raster: the opened mask is vectorized, its polygons need no opening
         mask, post = open_mask(mask, side), dataclasses.replace(post, opening_m=0.0)
+    if mask is not None and post.split_core > 0:  # touching buildings split: from here on, instances
+        mask, labels = None, split_touching(prob, mask, post.split_core)
     polygons = _vectorize(info, origin, prob, mask, labels)
     polygons = postprocess_chunk(polygons, info, post, labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
