@@ -11,10 +11,11 @@ buildings it owns. Steps, in order:
    (:func:`open_mask`: the same shapes, several times faster), and the opened mask is what gets vectorized; a
    building's ``confidence`` is then the mean probability of its opened pixels.
    **Touching buildings split** (``split_core``, semantic models): the opened mask is cut by a marker watershed
-   on the probability (:func:`split_touching`): each core (connected pixels of probability >= ``split_core``)
-   is a building, and every mask pixel joins the core it reaches over descending probability, so a dip in the
-   probability between two roofs becomes their shared wall; mask parts without a core stay whole. The pieces
-   are then handled as instances (opened, merged and simplified together; shared walls stay shared).
+   on the probability (:func:`split_touching`): in a connected part of the mask with two or more cores
+   (connected pixels of probability >= ``split_core``) each core is a building, and every pixel of the part
+   joins the core it reaches over descending probability, so a dip in the probability between two roofs becomes
+   their shared wall. The pieces of split parts are handled as instances (merged and simplified together;
+   shared walls stay shared); the other parts, which touch none of them, as before.
 2. **Fragments merged** (``merge_fragments``): a polygon smaller than ``min_area_m2`` that shares an edge with a
    larger one joins the neighbour it shares the longest edge with (a stray piece of an instance, a spur cut
    from a building that still touches it).
@@ -284,16 +285,27 @@ def open_mask(mask: np.ndarray, side: int) -> np.ndarray:
 
 
 def split_touching(prob: np.ndarray, mask: np.ndarray, core: float) -> np.ndarray:
-    """Instance labels (int32, 0 outside ``mask``) of a semantic mask split at probability dips: a marker
-    watershed of ``-prob`` from the cores (8-connected pixels of ``mask`` with ``prob >= core``) inside
-    ``mask``; connected parts of ``mask`` that hold no core keep one label each.
+    """Instance labels (int32) of the connected parts of ``mask`` that hold two or more cores (8-connected pixels
+    of probability >= ``core``), each cut by a marker watershed of ``-prob`` from its cores; 0 elsewhere (outside
+    ``mask``, and the parts that stay whole).
 
-    Each label depends only on the connected part of ``mask`` it lies in, so every chunk that sees a building's
-    part whole labels it alike."""
-    cores, count = ndimage.label(mask & (prob >= core), structure=_EIGHT)
-    labels = watershed(-prob, markers=cores, mask=mask, connectivity=2).astype(np.int32)
-    rest, _ = ndimage.label(mask & (labels == 0), structure=_EIGHT)
-    return np.where(rest > 0, rest + count, labels).astype(np.int32)
+    Each part is labelled from its own pixels alone (the watershed runs on its bounding box, masked to it), so
+    every chunk that sees a building's part whole labels it alike, and the cost follows the parts that split
+    (one watershed per part: on this machine faster than one over all of them packed together)."""
+    parts, _ = ndimage.label(mask, structure=_EIGHT)
+    cores, _ = ndimage.label(mask & (prob >= core), structure=_EIGHT)
+    in_core = np.flatnonzero(cores)
+    part_of_core = np.zeros(int(cores.max()) + 1, np.int64)
+    part_of_core[cores.ravel()[in_core]] = parts.ravel()[in_core]
+    cores_per_part = np.bincount(part_of_core[1:], minlength=int(parts.max()) + 1)
+    labels = np.zeros(mask.shape, np.int32)
+    boxes = ndimage.find_objects(parts)
+    for part in np.flatnonzero(cores_per_part[1:] >= 2) + 1:
+        box = boxes[part - 1]
+        inside = parts[box] == part
+        flooded = watershed(-prob[box], markers=np.where(inside, cores[box], 0), mask=inside, connectivity=2)
+        labels[box][inside] = flooded[inside]  # core numbers: unique over the array
+    return labels
 
 
 def _opening(geoms: np.ndarray, radius: float) -> np.ndarray:

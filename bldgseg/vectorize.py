@@ -258,7 +258,7 @@ def label_image_to_polygons(
     for i in ids:
         parts = _polygonal_parts(shapely.union_all(pieces[int(i)]))
         geoms.append(parts[0] if len(parts) == 1 else MultiPolygon(parts) if parts else Polygon())
-    conf = np.asarray(ndimage.mean(p, lab32, ids), dtype=np.float64) if p is not None else np.ones(len(ids))
+    conf = _label_means(p, lab32, int(ids[-1]), fg)[ids - 1] if p is not None else np.ones(len(ids))
     return gpd.GeoDataFrame(
         {"label": ids, "confidence": conf}, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs
     )

@@ -207,10 +207,14 @@ def process_unit(unit: WorkUnit, settings: UnitSettings) -> UnitResult:
     side = raster_opening_side(post, info) if mask is not None else 0
     if side:  # step 1 on the raster: the opened mask is vectorized, its polygons need no opening
         mask, post = open_mask(mask, side), dataclasses.replace(post, opening_m=0.0)
-    if mask is not None and post.split_core > 0:  # touching buildings split: from here on, instances
-        mask, labels = None, split_touching(prob, mask, post.split_core)
-    polygons = _vectorize(info, origin, prob, mask, labels)
-    polygons = postprocess_chunk(polygons, info, post, labels is not None)
+    if mask is not None and post.split_core > 0:  # parts split into touching buildings go on as instances
+        split = split_touching(prob, mask, post.split_core)
+        whole = postprocess_chunk(_vectorize(info, origin, prob, mask & (split == 0), None), info, post)
+        pieces = postprocess_chunk(_vectorize(info, origin, prob, None, split), info, post, instances=True)
+        polygons = pd.concat([whole, pieces], ignore_index=True)
+    else:
+        polygons = _vectorize(info, origin, prob, mask, labels)
+        polygons = postprocess_chunk(polygons, info, post, labels is not None)
     polygons = owned_by_core(polygons, info, unit.chunk.core).reset_index(drop=True)
     buildings = measure_buildings(polygons, info, settings, predictor.card.name, unit.tiles)
     return UnitResult(unit, buildings, core_prob, time.perf_counter() - start)
