@@ -325,6 +325,17 @@ def test_opening_on_the_raster_gives_the_polygon_openings_shapes(opening_m, monk
     assert kept > 20
 
 
+@pytest.mark.parametrize("side", [1, 2, 3, 4, 5])
+def test_open_mask_is_scipys_binary_opening_by_the_square(side):
+    """OpenCV's erosion + dilation (anchors for even squares, background outside) = ndimage.binary_opening."""
+    rng = np.random.default_rng(side)
+    square = np.ones((side + 1, side + 1), dtype=bool)
+    for _ in range(20):
+        mask = ndimage.binary_dilation(rng.random((61, 73)) < 0.04, iterations=int(rng.integers(1, 5)))
+        mask[:, :3] |= rng.random((61, 3)) < 0.7  # parts on the border
+        assert np.array_equal(open_mask(mask, side), ndimage.binary_opening(mask, structure=square))
+
+
 def test_split_touching_cuts_at_the_probability_dip_and_leaves_parts_without_two_cores():
     prob = np.zeros((20, 40), np.float32)
     prob[2:10, 2:14], prob[2:10, 14:17], prob[2:10, 17:30] = 0.95, 0.6, 0.9  # two roofs, a dip between
