@@ -45,11 +45,11 @@ class HostBlend:
                 self.deepest[rows, cols][better] = weight[better]
 
     def result(self) -> np.ndarray:
-        """The blended maps (C x H x W); 0 where no window reached."""
-        out = np.zeros_like(self.total)
-        np.divide(self.total[: self.soft], self.weights, out=out[: self.soft], where=self.weights > 0)
-        out[self.soft :] = self.total[self.soft :]
-        return out
+        """The blended maps (C x H x W, in place of the sums: call once); 0 where no window reached (the sums
+        are 0 there, divided by a tiny weight instead of a masked division)."""
+        np.maximum(self.weights, np.float32(1e-30), out=self.weights)
+        np.divide(self.total[: self.soft], self.weights, out=self.total[: self.soft])
+        return self.total
 
 
 class DeviceBlend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,8 +171,9 @@ class Predictor:
         weight at each pixel (the first such window in the layout's order on ties). Windows reaching past the
         image are filled by padding it (reflected, marked invalid); windows without a valid pixel are skipped.
         The next batches are cut out, stacked and sent to the device (pinned, asynchronously on CUDA) by a
-        background thread while the model runs (:data:`PREFETCH_BATCHES` ahead); on CUDA the blending runs on
-        the device too.
+        background thread while the model runs (:data:`PREFETCH_BATCHES` ahead), and each batch's maps are
+        blended by another thread while the model runs the next (in order: the same sums); on CUDA the blending
+        runs on the device too.
         """
         _, height, width = rgb.shape
         layout = self.layout_for(height, width) if layout is None else layout
@@ -186,11 +188,18 @@ class Predictor:
         soft = channels if deepest_from is None else deepest_from
         shape = (channels, *rgb.shape[1:])
         blend = self.ops.new_blend(shape, soft, weight)
-        with prefetch(self._prepared_batches(rgb, windows, tile), PREFETCH_BATCHES) as batches:
-            for batch, x in batches:
-                blend.add(batch, infer(x))
+        batches = prefetch(self._prepared_batches(rgb, windows, tile), PREFETCH_BATCHES)
+        with batches as prepared, ThreadPoolExecutor(1, thread_name_prefix="bldgseg-blend") as blender:
+            added = None
+            for batch, x in prepared:
+                maps = infer(x)
+                if added is not None:
+                    added.result()  # one batch blended while the next runs, in the layout's order
+                added = blender.submit(blend.add, batch, maps)
                 if progress:
                     progress(len(batch))
+            if added is not None:
+                added.result()
         out = blend.result()[:, :height, :width]
         out[:, ~valid] = 0.0
         return out
