@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the bundled default models from ../shared/data on this CPU machine (about 40 + 85 + 30 minutes).
+# Reproduce the bundled default models from ../shared/data on this CPU machine (about 40 + 85 + 80 + 30 minutes).
 #   bash scripts/train_default_models.sh [DATA_DIR]
 # Results go to runs/; copy runs/*/best.{safetensors,json} into bldgseg/models/weights/ to bundle them.
 set -euo pipefail
@@ -14,6 +14,13 @@ $PY scripts/train_aerial.py --data "$DATA" --minutes 40 --out runs/aerial-buildi
 $PY scripts/train_aerial.py --data "$DATA" --minutes 85 --lr 5e-4 --cpu-precision bf16 --steps-per-epoch 100 \
   --init-weights runs/aerial-buildings/best.safetensors --out runs/aerial-buildings-long
 $PY scripts/ablate_postprocess.py runs/aerial-buildings-long/best.safetensors --json runs/ablation.json --write
+
+# aerial-instances: the instance head fine-tuned from the retrained aerial-buildings (80 minutes, bf16), then its
+# centre settings, post-processing and threshold chosen on validation (docs/accuracy.md).
+$PY scripts/train_aerial.py --instances --init-weights runs/aerial-buildings-long/best.safetensors --minutes 80 \
+  --lr 1e-3 --cpu-precision bf16 --steps-per-epoch 100 --name aerial-instances --out runs/aerial-instances
+$PY scripts/tune_instances.py runs/aerial-instances/best.safetensors --data "$DATA" --write
+$PY scripts/ablate_postprocess.py runs/aerial-instances/best.safetensors --json runs/ablation-instances.json --write
 
 # facade: LabelMeFacade (non-commercial research data), split by photo collection.
 .venv/bin/bldgseg train \

@@ -133,8 +133,9 @@ def test_bundled_instance_model_separates_buildings_on_a_real_tile(tmp_path):
     common = dict(inputs=[image], model="aerial-instances", device="cpu", texture=False)
     instances = run(RunConfig(output=tmp_path / "inst.gpkg", **common)).buildings
     semantic = run(RunConfig(output=tmp_path / "sem.gpkg", instances=False, **common)).buildings
-    # the dense block comes out as a few large blobs from the mask alone (10 here, one of ~3,500 m²)
-    assert len(instances) > 3 * len(semantic) and instances.area_m2.max() < 0.5 * semantic.area_m2.max()
+    # the mask alone joins touching roofs of the dense block into blobs (31 polygons here, the largest ~600 m²;
+    # the instance head gives ~48, the largest ~260 m²)
+    assert len(instances) > 1.3 * len(semantic) and instances.area_m2.max() < 0.6 * semantic.area_m2.max()
     union_i = shapely.union_all(list(instances.geometry))
     union_s = shapely.union_all(list(semantic.geometry))
     # same building pixels; only the outlines' simplification differs
