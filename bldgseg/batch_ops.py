@@ -13,11 +13,12 @@ import numpy as np
 
 from bldgseg.blending import DeviceBlend, HostBlend
 from bldgseg.models.card import ModelCard
+from bldgseg.models.instance_outputs import OUTPUT_CHANNELS
 
 __all__ = ["NumpyOps", "TorchOps", "batch_ops"]
 
 #: The instance models' offset channels (dy, dx), whose sign a flip of rows / columns changes.
-_OFFSET_Y, _OFFSET_X = 2, 3
+_OFFSET_Y, _OFFSET_X = OUTPUT_CHANNELS.index("offset_y"), OUTPUT_CHANNELS.index("offset_x")
 
 
 class NumpyOps:

@@ -17,6 +17,7 @@ from bldgseg.devices import device_type
 from bldgseg.engines import build_runner
 from bldgseg.errors import InputError
 from bldgseg.models.card import ModelCard
+from bldgseg.models.instance_outputs import OUTPUT_CHANNELS
 from bldgseg.overlap import prefetch
 from bldgseg.precision import InferenceChoice, detect_inference
 from bldgseg.tiling import WindowLayout, plan_layout
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Predictor"]
 
 ProgressCallback = Callable[[int], None]
-#: Channels of an instance model's maps: building probability, centre heatmap, offsets dy and dx.
-INSTANCE_CHANNELS = 4
 #: Batches cut out, stacked and sent to the device ahead of the model by a background thread.
 PREFETCH_BATCHES = 2
 
@@ -143,7 +142,7 @@ class Predictor:
         return self._blend(
             rgb,
             valid,
-            INSTANCE_CHANNELS,
+            len(OUTPUT_CHANNELS),
             partial(
                 self._tta_tensor,
                 to_probability=self.ops.instance_maps,

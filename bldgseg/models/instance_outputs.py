@@ -1,12 +1,16 @@
-"""The instance models' stacked outputs: channel order, split, blendable maps, flips undone (torch only).
+"""The instance models' stacked outputs: channel order, split, blendable maps, flips undone (torch tensors).
 
 Kept apart from :mod:`bldgseg.models.panoptic` (the network, which needs segmentation_models_pytorch and timm), so
-inference from a cached OpenVINO IR never imports those.
+inference from a cached OpenVINO IR never imports those; torch itself is imported only by the functions, so the
+channel order is read without it (the NumPy twins in :mod:`bldgseg.batch_ops` use it too).
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["OUTPUT_CHANNELS", "instance_maps", "split_outputs", "unflip_instance_maps"]
 
@@ -25,6 +29,8 @@ def split_outputs(outputs: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def instance_maps(outputs: torch.Tensor) -> torch.Tensor:
     """Blendable maps from the raw outputs: (N, 4, H, W) = building probability, centre, dy, dx."""
+    import torch
+
     return torch.cat([torch.sigmoid(outputs[:, :1].float()), outputs[:, 1:].float()], dim=1)
 
 
@@ -35,6 +41,8 @@ def unflip_instance_maps(maps: torch.Tensor, dims: tuple[int, ...]) -> torch.Ten
     """
     if not dims:
         return maps
+    import torch
+
     out = torch.flip(maps, dims).clone()
     if 2 in dims:
         out[:, 2] = -out[:, 2]
