@@ -107,6 +107,12 @@ def main() -> None:
     parser.add_argument("--name", default="aerial-buildings")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--instances", action="store_true", help="train the panoptic_unet instance model")
+    parser.add_argument(
+        "--contact-gap",
+        type=int,
+        default=0,
+        help="semantic targets: background within this many px of another building (footprint sources only)",
+    )
     parser.add_argument("--init-weights", help="start from this bldgseg checkpoint (.safetensors)")
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"), default="fp32", help="CPU training precision")
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="training steps between validations")
@@ -132,8 +138,10 @@ def train_model(args: argparse.Namespace) -> None:
             group_pattern=r"_r(\d+)_c",
         )
     )
-    atlanta = atlanta_samples(aerial, args.instances)
-    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city, args.instances))
+    # per-building ids come from the footprints: needed by the instance heads and by the contact gap
+    with_ids = args.instances or args.contact_gap > 0
+    atlanta = atlanta_samples(aerial, with_ids)
+    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city, with_ids))
     train_set += atlanta
     if args.instances:
         train_set = balance_instance_samples(train_set)
@@ -146,6 +154,7 @@ def train_model(args: argparse.Namespace) -> None:
         encoder_weights="imagenet",
         init_weights=args.init_weights,
         instances=args.instances,
+        contact_gap=args.contact_gap,
         gsd_m=GSD,
         crop=256,
         batch_size=8,

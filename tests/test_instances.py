@@ -17,6 +17,8 @@ from bldgseg.errors import InputError
 from bldgseg.instance_targets import (
     TARGET_CHANNELS,
     connected_instances,
+    contact_pixels,
+    gap_between_buildings,
     instance_centres,
     instance_target_stack,
     instance_targets,
@@ -124,6 +126,23 @@ def test_rasterize_keeps_small_buildings_inside_larger_ones_and_skips_empty():
 
 
 # -------------------------------------------------------------------------------------------- targets
+
+
+def test_gap_between_buildings_separates_touching_roofs_only():
+    ids = np.zeros((20, 30), np.int32)
+    ids[2:10, 2:12] = 1
+    ids[2:10, 12:20] = 2  # shares the edge between columns 11 and 12 with building 1
+    ids[14:18, 22:28] = 3  # alone
+    mask = (ids > 0).astype(np.uint8)
+    mask[0, :] = 255
+    contact = contact_pixels(ids, 1)
+    assert np.array_equal(np.nonzero(contact.any(axis=0))[0], [11, 12])
+    assert contact[2:10, 11].all() and contact[2:10, 12].all() and not contact[14:18].any()
+    gapped = gap_between_buildings(mask, ids, 1)
+    assert ndimage.label(mask == 1)[1] == 2 and ndimage.label(gapped == 1, np.ones((3, 3)))[1] == 3
+    assert (gapped[0] == 255).all() and np.array_equal(gapped[~contact], mask[~contact])
+    assert gap_between_buildings(mask, None, 1) is mask and gap_between_buildings(mask, ids, 0) is mask
+    assert contact_pixels(ids, 2)[2:10, 10:14].all()  # two pixels on each side
 
 
 def test_targets_centre_offsets_and_weights():

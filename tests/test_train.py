@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from scipy import ndimage
 from typer.testing import CliRunner
 
 from bldgseg.cli import app
@@ -257,6 +258,20 @@ def test_instance_targets_follow_the_augmented_crop():
         vx = (cols + dx[rows, cols]).round().astype(int)
         assert building[vy, vx].all()  # every building pixel points at a pixel of a building
         assert np.allclose(center[vy, vx], 1.0)  # ...that is a centre (heatmap peak)
+
+
+def test_contact_gap_opens_background_between_touching_houses_in_semantic_targets():
+    samples = touching_house_samples(2, 0) + touching_house_samples(1, 1, with_ids=False)
+    dataset = TrainingSet(samples, build_augmentation(64, {"affine_p": 0}), 6, True, contact_gap=1)
+    for before, after in zip(samples, dataset.samples, strict=True):
+        if before.instances is None:
+            assert after is before
+            continue
+        assert ndimage.label(before.mask == 1)[1] == 1  # the two houses touch
+        assert ndimage.label(after.mask == 1, np.ones((3, 3)))[1] == 2
+        assert (after.mask <= before.mask).all() and before.mask.sum() - after.mask.sum() == 2 * 25
+    with pytest.raises(InputError, match="semantic models"):
+        tiny_config(instances=True, contact_gap=1).validate()
 
 
 def test_instance_training_writes_an_instance_card_selected_on_instance_f1(tmp_path):

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bldgseg.devices import resolve_device
 from bldgseg.errors import InputError
+from bldgseg.instance_targets import gap_between_buildings
 from bldgseg.instances import NMS_KERNEL
 from bldgseg.models import ModelCard, build_model, save_checkpoint
 from bldgseg.models.pretrained import load_encoder_tensors, load_imagenet_encoder, read_state_dict
@@ -51,6 +52,7 @@ class TrainConfig:
     init_weights: str | None = None  # a bldgseg checkpoint whose matching tensors start the model
     instances: bool = False  # Panoptic-DeepLab instance head (architecture becomes panoptic_<architecture>)
     center_sigma: float = 8.0  # instance-centre Gaussian, pixels at gsd_m
+    contact_gap: int = 0  # semantic targets: pixels within this many px of another building become background
     center_threshold: float = 0.1  # instance grouping in validation and inference (written to the card)
     nms_kernel: int = NMS_KERNEL
     classes: list[str] = field(default_factory=lambda: ["building"])
@@ -83,6 +85,10 @@ class TrainConfig:
             raise InputError(f"loss {self.loss!r} is not known; use dice or lovasz")
         if self.cpu_precision not in ("fp32", "bf16"):
             raise InputError(f"cpu_precision {self.cpu_precision!r} is not known; use fp32 or bf16")
+        if self.contact_gap < 0:
+            raise InputError(f"contact_gap {self.contact_gap} is negative; use 0 (off) or 1-2 pixels")
+        if self.contact_gap and (self.instances or self.architecture.startswith("panoptic_")):
+            raise InputError("contact_gap is for semantic models; an instance model separates buildings itself")
         if self.crop % 32:
             raise InputError(f"crop {self.crop} is not a multiple of 32; use e.g. 256 or 384")
         if self.architecture.startswith("panoptic_"):
@@ -114,8 +120,11 @@ class TrainingSet(Dataset):
         length: int,
         binary: bool,
         center_sigma: float | None = None,
+        contact_gap: int = 0,
     ):
         self.samples, self.transform, self.length, self.binary = list(samples), transform, length, binary
+        if contact_gap > 0:  # once per sample, not per crop
+            self.samples = [_with_gap(s, contact_gap) for s in self.samples]
         self.center_sigma = center_sigma
         if center_sigma is not None and hasattr(transform, "add_targets"):
             transform.add_targets({"instances": "mask"})
@@ -134,6 +143,13 @@ class TrainingSet(Dataset):
             out = self.transform(image=sample.image, mask=sample.mask, instances=ids.astype(np.float32))
             crop_ids = out["instances"]
         return to_tensor(out["image"]), make_target(out["mask"], crop_ids, self.binary, self.center_sigma)
+
+
+def _with_gap(sample: Sample, gap_px: int) -> Sample:
+    """A shallow copy of ``sample`` whose mask has background between touching buildings."""
+    if sample.instances is None:
+        return sample
+    return replace(sample, mask=gap_between_buildings(sample.mask, sample.instances, gap_px))
 
 
 def seed_everything(seed: int) -> None:
@@ -294,6 +310,7 @@ class _Run:
             steps_per_epoch * config.batch_size,
             config.binary,
             center_sigma=config.center_sigma if config.instances else None,
+            contact_gap=config.contact_gap,
         )
         total = steps_per_epoch * config.epochs
         return cls(
