@@ -1,7 +1,8 @@
 """Footprints burnt into label images a block of the raster at a time, for per-building pixel statistics.
 
 One read and one rasterization per block replace one of each per footprint. The pixels of a footprint are
-those whose centre lies inside it (GDAL's rule, as ``geometry_mask`` per footprint gives them). Footprints
+those whose centre lies inside it (GDAL's rule, as ``geometry_mask`` per footprint gives them), computed in the
+raster's own pixel coordinates so that they do not depend on the block a footprint is burned in. Footprints
 whose interiors overlap go into separate layers, so each keeps all of its pixels; a footprint that covers no
 pixel centre is left to the caller (``LabelBlock.missing``), which takes the pixels it touches instead.
 """
@@ -15,14 +16,16 @@ from typing import Any
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 __all__ = ["BLOCK_PIXELS", "LabelBlock", "footprint_pixel_bounds", "iter_label_blocks"]
 
 #: Blocks group footprints by the block of this many pixels their bounding box starts in.
 BLOCK_PIXELS = 2048
+
+IDENTITY = Affine.identity()
 
 
 @dataclass
@@ -70,24 +73,38 @@ def iter_label_blocks(ds: Any, geoms: np.ndarray, block: int = BLOCK_PIXELS) -> 
     keys = (bounds[positions, 0] // block) * (math.ceil(ds.width / block) + 1) + bounds[positions, 1] // block
     order = np.argsort(keys, kind="stable")
     positions, keys = positions[order], keys[order]
+    pixel_geoms = np.empty(len(geoms), dtype=object)
+    pixel_geoms[positions] = _to_pixels(geoms[positions], ds.transform)
     for group in np.split(positions, np.flatnonzero(np.diff(keys)) + 1):
         if len(group):
-            yield _label_block(ds.transform, geoms, bounds, group)
+            yield _label_block(pixel_geoms, bounds, group)
 
 
-def _label_block(transform: Any, geoms: np.ndarray, bounds: np.ndarray, group: np.ndarray) -> LabelBlock:
+def _to_pixels(geoms: np.ndarray, transform: Any) -> np.ndarray:
+    """Footprints in the raster's (fractional) pixel coordinates, x = column, y = row.
+
+    Computed once for all footprints: a block shifts them by whole pixels, which is exact in floating point,
+    so a footprint gets the same pixels whatever block it is burned in (with a block transform, the rounding
+    of the block's origin could move a pixel centre lying on an edge from one side to the other)."""
+    inv = ~transform
+    matrix = np.array([[inv.a, inv.d], [inv.b, inv.e]])
+    return shapely.transform(geoms, lambda xy: xy @ matrix + (inv.c, inv.f))
+
+
+def _label_block(pixel_geoms: np.ndarray, bounds: np.ndarray, group: np.ndarray) -> LabelBlock:
     r0, c0 = bounds[group, 0].min(), bounds[group, 1].min()
     r1, c1 = bounds[group, 2].max(), bounds[group, 3].max()
     window = Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
     shape = (int(r1 - r0), int(c1 - c0))
-    block_transform = window_transform(window, transform)
+    shift = np.array([float(c0), float(r0)])
+    local = shapely.transform(pixel_geoms[group], lambda xy: xy - shift)
     layers, missing = [], []
-    for layer in _overlap_layers(geoms[group]):
+    for layer in _overlap_layers(local):
         members = group[layer]
         labels = rasterize(
-            ((geoms[pos], k + 1) for k, pos in enumerate(members)),
+            ((local[i], k + 1) for k, i in enumerate(layer)),
             out_shape=shape,
-            transform=block_transform,
+            transform=IDENTITY,
             fill=0,
             dtype="int32",
         )
