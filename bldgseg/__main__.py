@@ -2,4 +2,5 @@
 
 from bldgseg.cli import app
 
-app()
+if __name__ == "__main__":  # not when a helper process (spawn) imports this module
+    app()

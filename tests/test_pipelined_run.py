@@ -12,7 +12,10 @@ import pandas as pd
 import pyogrio
 import pytest
 import shapely
+from rasterio.windows import Window
 
+import bldgseg.pipeline.bands as bands
+import bldgseg.pipeline.measure as measure_module
 import bldgseg.pipeline.unit as unit_module
 from bldgseg.inference import Predictor
 from bldgseg.pipeline import RunConfig, run
@@ -81,8 +84,9 @@ def test_pipelined_run_gives_the_sequential_runs_buildings_with_the_bundled_mode
 ):
     log = StageLog(monkeypatch)
     log.wrap(Predictor, "predict", "model")
-    for after_model in ("maps_to_source", "_vectorize", "postprocess_chunk", "measure_buildings"):
-        log.wrap(unit_module, after_model, "after model")
+    log.wrap(unit_module, "maps_to_source", "after model")
+    for after_model in ("vectorize_window", "postprocess_chunk", "measure_buildings"):
+        log.wrap(measure_module, after_model, "after model")
     log.wrap(unit_module, "process_unit", "unit")
     pipelined = bundled_run(tmp_path, "pipelined")
     assert len(pipelined) > 30
@@ -166,3 +170,64 @@ def test_a_batch_failing_in_the_prefetch_thread_is_the_units_error_and_leaves_no
     errors = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="errors")
     assert list(errors.reason.str.extract(r"(ValueError: .*)$")[0]) == ["ValueError: bad batch"]
     assert not bldgseg_threads()
+
+
+def one_unit_run(tmp_path: Path, name: str) -> pd.DataFrame:
+    result = run(
+        RunConfig(
+            inputs=[KAMPALA], output=tmp_path / f"{name}.gpkg", model="aerial-buildings", device="cpu",
+            max_building_size_m=20.0,
+        )
+    )  # fmt: skip
+    assert result.metadata["units"] == 1 and result.metadata["units_failed"] == 0
+    return result.buildings
+
+
+def same_buildings(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Equal rows (geometry exactly, every attribute) in any order."""
+
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.assign(wkb=shapely.to_wkb(shapely.normalize(frame.geometry.values)))
+        return pd.DataFrame(frame.drop(columns="geometry")).sort_values("wkb").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(ordered(a), ordered(b))
+
+
+@pytest.fixture
+def small_bands(monkeypatch):
+    """Bands for the 1024² sample mosaic (one unit; 134-px halo at 0.15 m for 20 m buildings)."""
+    monkeypatch.setattr(bands, "MIN_BAND_PIXELS", 1)
+
+
+def test_a_unit_measured_in_row_bands_by_the_helper_process_gives_the_buildings_of_one_piece(
+    tmp_path, monkeypatch, small_bands
+):
+    calls = []
+    real = bands._Helper._call
+    monkeypatch.setattr(bands._Helper, "_call", lambda self, args: calls.append(args[3]) or real(self, args))
+    banded = one_unit_run(tmp_path, "banded")
+    assert len(calls) == 1 and calls[0].row_off == 512 - 134  # the lower band, with its halo, went to the helper
+    assert bands._helper is None  # stopped with the run
+    monkeypatch.setattr(bands, "row_bands", lambda read, core, halo: None)
+    whole = one_unit_run(tmp_path, "whole")
+    assert len(whole) > 30
+    same_buildings(banded, whole)
+
+
+def test_a_helper_that_dies_leaves_its_band_to_the_run(tmp_path, monkeypatch, small_bands, caplog):
+    monkeypatch.setattr(bands, "WORKER_MODULE", "bldgseg.no_such_module")
+    died = one_unit_run(tmp_path, "died")
+    assert "band helper process stopped" in caplog.text
+    monkeypatch.setattr(bands, "row_bands", lambda read, core, halo: None)
+    same_buildings(died, one_unit_run(tmp_path, "whole"))
+
+
+def test_row_bands_split_the_core_and_read_a_halo_inside_the_unit():
+    read, core = Window(0, 100, 3000, 2400), Window(0, 200, 3000, 2200)
+    (upper_read, upper_core), (lower_read, lower_core) = bands.row_bands(read, core, 100)
+    assert (upper_core.row_off, upper_core.height, lower_core.row_off, lower_core.height) == (200, 1100, 1300, 1100)
+    assert (upper_read.row_off, upper_read.height) == (100, 1300)  # the unit's own halo above, 100 rows below
+    assert (lower_read.row_off, lower_read.height) == (1200, 1300)
+    assert upper_read.width == lower_read.width == 3000
+    assert bands.row_bands(read, core, 600) is None  # bands thinner than two halos
+    assert bands.row_bands(Window(0, 0, 100, 2400), Window(0, 0, 100, 2400), 10) is None  # too few pixels

@@ -17,6 +17,7 @@ from bldgseg.pipeline.execute import (
     run_dir_path,
 )
 from bldgseg.pipeline.jobs import CLIENT_GDAL_CACHE_MB, predict_rasters, run
+from bldgseg.pipeline.measure import measure_buildings, owned_by_core
 from bldgseg.pipeline.outputs import (
     BUILDING_COLUMNS,
     IMAGE_DATE,
@@ -47,9 +48,7 @@ from bldgseg.pipeline.plan import (
 from bldgseg.pipeline.unit import (
     UnitResult,
     get_predictor,
-    measure_buildings,
     one_line,
-    owned_by_core,
     predict_chunk,
     process_unit,
     run_unit,

@@ -117,6 +117,10 @@ class UnitSettings:
     opening_m: float = 0.0
     merge_fragments: bool = False
     split_core: float = 0.0
+    #: Largest building (m): the halo of a unit's row bands (:mod:`bldgseg.pipeline.bands`).
+    max_building_size_m: float = 60.0
+    #: Helper processes measuring a unit's row bands beside it (set by the executor; 0: one piece, in place).
+    post_processes: int = 0
 
     def postprocess(self) -> PostprocessSettings:
         """The post-processing of each unit's polygons (``bldgseg.postprocess``)."""
@@ -187,6 +191,7 @@ def unit_settings(config: RunConfig, vectorize: bool) -> tuple[ModelCard, UnitSe
         keep_probability=config.save_masks is not None,
         vectorize=vectorize,
         instances=use_instances(card, config.instances),
+        max_building_size_m=config.max_building_size_m,
     )
     return card, settings
 
@@ -214,6 +219,7 @@ UNIT_SETTINGS_UNHASHED: dict[str, str] = {
     "torch_threads": "set by the executor",
     "model_slots": "set by the executor",
     "gdal_cache_mb": "a cache size, derived from the chunk size",
+    "post_processes": "set by the executor; a unit in row bands gives the same buildings",
 }
 
 #: RunConfig fields left out of the resume hash. The fields UnitSettings also has are hashed through their

@@ -19,6 +19,7 @@ from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
 from bldgseg.mosaic import Mosaic
+from bldgseg.pipeline.bands import start_helper, stop_helper
 from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
@@ -83,9 +84,17 @@ def execute_units(
         if executor.remote and todo:
             executor.check_paths(_paths_workers_need(settings, infos, rundir, mosaics))
         settings = replace(
-            settings, torch_threads=executor.torch_threads, model_slots=executor.model_slots
+            settings,
+            torch_threads=executor.torch_threads,
+            model_slots=executor.model_slots,
+            post_processes=executor.post_processes if settings.vectorize and todo else 0,
         )
-        completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
+        if settings.post_processes:
+            start_helper()
+        try:
+            completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
+        finally:
+            stop_helper()
         t_done = time.perf_counter()
     return {
         "executor": executor.description,
