@@ -80,7 +80,7 @@ class Executor(ABC):
     #: Units of one process on the model at once (None: no limit; each worker runs as many units as it has
     #: threads). An executor that runs more units than this lets the others read and vectorize meanwhile.
     model_slots: int | None = None
-    #: Helper processes that measure a large unit's second row band while its first is measured (0: none).
+    #: Helper processes that measure row bands of a large unit while its first band is measured (0: none).
     post_processes: int = 0
 
     def task_resources(self, device: str) -> dict[str, float] | None:
@@ -116,8 +116,8 @@ class LocalExecutor(Executor):
         self.threads = max(1, int(threads))
         self.ahead = max(0, UNITS_AHEAD if ahead is None else int(ahead))
         self.model_slots = self.threads
-        # a spare core measures half of each large unit in a helper process (bldgseg.pipeline.bands)
-        self.post_processes = 1 if (os.cpu_count() or 1) >= 2 else 0
+        # spare cores measure row bands of each large unit in helper processes (bldgseg.pipeline.bands)
+        self.post_processes = max(0, (os.cpu_count() or 1) - 1)
         self.description = f"local threads ({self.threads})"
 
     def map_units(self, fn, units, *args, resources=None):

@@ -17,6 +17,7 @@ from rasterio.windows import Window
 import bldgseg.pipeline.bands as bands
 import bldgseg.pipeline.measure as measure_module
 import bldgseg.pipeline.unit as unit_module
+from bldgseg.executors import LocalExecutor
 from bldgseg.inference import Predictor
 from bldgseg.pipeline import RunConfig, run
 from tests.conftest import SAMPLE, scene, write_rgb
@@ -199,26 +200,40 @@ def small_bands(monkeypatch):
     monkeypatch.setattr(bands, "MIN_BAND_PIXELS", 1)
 
 
-def test_a_unit_measured_in_row_bands_by_the_helper_process_gives_the_buildings_of_one_piece(
-    tmp_path, monkeypatch, small_bands
+@pytest.mark.parametrize("helpers", [1, 2])
+def test_a_unit_measured_in_row_bands_by_helper_processes_gives_the_buildings_of_one_piece(
+    tmp_path, monkeypatch, small_bands, helpers
 ):
+    monkeypatch.setattr(LocalExecutor, "__init__", with_post_processes(helpers))
     calls = []
-    real = bands._Helper._call
-    monkeypatch.setattr(bands._Helper, "_call", lambda self, args: calls.append(args[3]) or real(self, args))
-    banded = one_unit_run(tmp_path, "banded")
-    assert len(calls) == 1 and calls[0].row_off == 512 - 134  # the lower band, with its halo, went to the helper
-    assert bands._helper is None  # stopped with the run
-    monkeypatch.setattr(bands, "row_bands", lambda read, core, halo: None)
+    real = bands._Helper.call
+    monkeypatch.setattr(bands._Helper, "call", lambda self, args: calls.append(args[3]) or real(self, args))
+    banded = one_unit_run(tmp_path, f"banded{helpers}")
+    # the bands after the first went to the helpers: 1024 rows in 2 or 3 bands, 134 rows of halo above each
+    assert sorted(read.row_off for read in calls) == ([378] if helpers == 1 else [207, 549])
+    assert bands._helpers is None  # stopped with the run
+    monkeypatch.setattr(bands, "row_bands", lambda *args: None)
     whole = one_unit_run(tmp_path, "whole")
     assert len(whole) > 30
     same_buildings(banded, whole)
 
 
+def with_post_processes(count: int):
+    real = LocalExecutor.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.post_processes = count
+
+    return init
+
+
 def test_a_helper_that_dies_leaves_its_band_to_the_run(tmp_path, monkeypatch, small_bands, caplog):
+    monkeypatch.setattr(LocalExecutor, "__init__", with_post_processes(1))
     monkeypatch.setattr(bands, "WORKER_MODULE", "bldgseg.no_such_module")
     died = one_unit_run(tmp_path, "died")
     assert "band helper process stopped" in caplog.text
-    monkeypatch.setattr(bands, "row_bands", lambda read, core, halo: None)
+    monkeypatch.setattr(bands, "row_bands", lambda *args: None)
     same_buildings(died, one_unit_run(tmp_path, "whole"))
 
 
@@ -229,5 +244,9 @@ def test_row_bands_split_the_core_and_read_a_halo_inside_the_unit():
     assert (upper_read.row_off, upper_read.height) == (100, 1300)  # the unit's own halo above, 100 rows below
     assert (lower_read.row_off, lower_read.height) == (1200, 1300)
     assert upper_read.width == lower_read.width == 3000
-    assert bands.row_bands(read, core, 600) is None  # bands thinner than two halos
+    three = bands.row_bands(read, core, 100, most=3)
+    assert [(c.row_off, c.height) for _, c in three] == [(200, 733), (933, 734), (1667, 733)]
+    assert [(r.row_off, r.height) for r, _ in three] == [(100, 933), (833, 934), (1567, 933)]
+    assert len(bands.row_bands(read, core, 400, most=3)) == 2  # three bands would be thinner than two halos
+    assert bands.row_bands(read, core, 600) is None
     assert bands.row_bands(Window(0, 0, 100, 2400), Window(0, 0, 100, 2400), 10) is None  # too few pixels

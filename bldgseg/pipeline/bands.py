@@ -1,19 +1,20 @@
-"""A large unit's buildings measured in two row bands at once, the lower one in a helper process.
+"""A large unit's buildings measured in row bands at once, all but the first in helper processes.
 
 After the model, a unit's work (vectorizing, post-processing, per-building attributes) is Python that mostly
 holds the GIL: two threads are no faster than one (4 units of a 4096² raster from cached probabilities: 3.4-3.7 s
-with one unit thread or two, docs/benchmarks.md). On a machine with a spare core, a unit's core is cut into an
-upper and a lower row band; each band is processed from its own window (the band grown by the halo, as a chunk
-is: :mod:`bldgseg.pipeline.plan`), the lower one in a helper process started with the run, so that its imports
-overlap the model. A building belongs to the band whose core holds its representative point, as it belongs to
-one chunk, so the buildings are those of the unit in one piece (only their order within the unit differs). If
-the helper dies, its band is measured in place and the run goes on.
+with one unit thread or two, docs/benchmarks.md). On a machine with spare cores, a unit's core is cut into row
+bands; each band is processed from its own window (the band grown by the halo, as a chunk is:
+:mod:`bldgseg.pipeline.plan`), the first here and the others in helper processes started with the run, so that
+their imports overlap the model. A building belongs to the band whose core holds its representative point, as
+it belongs to one chunk, so the buildings are those of the unit in one piece (only their order within the unit
+differs). If a helper dies, its bands are measured in place and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.measure import buildings_in_window
 from bldgseg.pipeline.plan import halo_pixels
 
-__all__ = ["MIN_BAND_PIXELS", "measure_unit", "row_bands", "start_helper", "stop_helper"]
+__all__ = ["MAX_HELPERS", "MIN_BAND_PIXELS", "measure_unit", "row_bands", "start_helpers", "stop_helpers"]
 
 log = logging.getLogger(__name__)
 
@@ -39,44 +40,40 @@ log = logging.getLogger(__name__)
 #: they save.
 MIN_BAND_PIXELS = 2**21
 
-#: The module the helper process runs (``python -m``).
+#: The module the helper processes run (``python -m``).
 WORKER_MODULE = "bldgseg.pipeline.band_worker"
 
-_helper: _Helper | None = None
-_helper_lock = threading.Lock()
+#: Most helper processes of a run (each holds ~250 MB of imports and one band).
+MAX_HELPERS = 3
+
+_helpers: _Helpers | None = None
+_helpers_lock = threading.Lock()
 
 
 class HelperGone(RuntimeError):
-    """The helper process exited or its pipe broke."""
+    """A helper process exited or its pipe broke."""
 
 
 class _Helper:
-    """One ``python -m bldgseg.pipeline.band_worker`` process; one request at a time, sent from a thread."""
+    """One ``python -m bldgseg.pipeline.band_worker`` process, answering one request at a time."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
-        self.sender = ThreadPoolExecutor(1, thread_name_prefix="bldgseg-band")
-        self.lock = threading.Lock()
 
-    def submit(self, args: tuple) -> Future:
-        return self.sender.submit(self._call, args)
-
-    def _call(self, args: tuple) -> gpd.GeoDataFrame:
-        with self.lock:
-            try:
-                pickle.dump(args, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                self.process.stdin.flush()
-                status, value = pickle.load(self.process.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                raise HelperGone(f"exit code {self.process.poll()}: {type(exc).__name__}") from exc
+    def call(self, args: tuple) -> gpd.GeoDataFrame:
+        try:
+            pickle.dump(args, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.flush()
+            status, value = pickle.load(self.process.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            raise HelperGone(f"exit code {self.process.poll()}: {type(exc).__name__}") from exc
         if status == "error":
             raise value
         return value
 
     def close(self) -> None:
-        self.sender.shutdown(wait=True)
         try:
             self.process.stdin.close()
             self.process.wait(timeout=30)
@@ -86,42 +83,75 @@ class _Helper:
         self.process.stdout.close()
 
 
-def start_helper() -> None:
-    """Start the helper process now; it imports while the first unit is on the model."""
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = _Helper()
+class _Helpers:
+    """``count`` helper processes; each band goes to the next free one (sent from a thread of this process)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.all = [_Helper() for _ in range(count)]
+        self.free: queue.Queue[_Helper] = queue.Queue()
+        for helper in self.all:
+            self.free.put(helper)
+        self.sender = ThreadPoolExecutor(count, thread_name_prefix="bldgseg-band")
+        self.warned = False
+
+    def submit(self, args: tuple) -> Future:
+        return self.sender.submit(self._call, args)
+
+    def _call(self, args: tuple) -> gpd.GeoDataFrame:
+        helper = self.free.get()
+        try:
+            return helper.call(args)  # a dead helper goes back too: its next call fails at once
+        finally:
+            self.free.put(helper)
+
+    def close(self) -> None:
+        self.sender.shutdown(wait=True)
+        for helper in self.all:
+            helper.close()
 
 
-def stop_helper() -> None:
-    """Stop the helper process (at the end of a run); the next run starts a new one."""
-    global _helper
-    with _helper_lock:
-        helper, _helper = _helper, None
-    if helper is not None:
-        helper.close()
+def start_helpers(count: int) -> None:
+    """Start ``count`` helper processes now (capped at :data:`MAX_HELPERS`); they import while the first unit
+    is on the model."""
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None and count > 0:
+            _helpers = _Helpers(min(int(count), MAX_HELPERS))
 
 
-def row_bands(read: Window, core: Window, halo: int) -> list[tuple[Window, Window]] | None:
-    """The (read, core) windows of the upper and lower row band of a unit, or None when it is too small.
+def stop_helpers() -> None:
+    """Stop the helper processes (at the end of a run); the next run starts new ones."""
+    global _helpers
+    with _helpers_lock:
+        helpers, _helpers = _helpers, None
+    if helpers is not None:
+        helpers.close()
 
-    The core's rows are cut in half; each band reads its core rows plus ``halo`` rows on the inner side
-    (clipped to the unit's read window), all of the unit's read columns.
+
+def row_bands(read: Window, core: Window, halo: int, most: int = 2) -> list[tuple[Window, Window]] | None:
+    """The (read, core) windows of up to ``most`` row bands of a unit, or None when two would be too small.
+
+    The core's rows are cut into nearly equal bands of at least ``2 * halo`` rows and :data:`MIN_BAND_PIXELS`
+    pixels; each band reads its core rows plus ``halo`` rows on each inner side (clipped to the unit's read
+    window), all of the unit's read columns.
     """
     r0, r1 = int(core.row_off), int(core.row_off + core.height)
-    mid = (r0 + r1) // 2
-    if min(mid - r0, r1 - mid) < 2 * halo or (mid - r0) * int(core.width) < MIN_BAND_PIXELS:
+    count = int(most)
+    while count >= 2:
+        rows = (r1 - r0) // count
+        if rows >= 2 * halo and rows * int(core.width) >= MIN_BAND_PIXELS:
+            break
+        count -= 1
+    if count < 2:
         return None
+    edges = [r0 + round(i * (r1 - r0) / count) for i in range(count + 1)]
     top, bottom = int(read.row_off), int(read.row_off + read.height)
     bands = []
-    for c0, c1, w0, w1 in ((r0, mid, top, min(bottom, mid + halo)), (mid, r1, max(top, mid - halo), bottom)):
-        bands.append(
-            (
-                Window(read.col_off, w0, read.width, w1 - w0),
-                Window(core.col_off, c0, core.width, c1 - c0),
-            )
-        )
+    for i, (c0, c1) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        w0 = top if i == 0 else max(top, c0 - halo)
+        w1 = bottom if i == count - 1 else min(bottom, c1 + halo)
+        bands.append((Window(read.col_off, w0, read.width, w1 - w0), Window(core.col_off, c0, core.width, c1 - c0)))
     return bands
 
 
@@ -135,23 +165,29 @@ def measure_unit(
     model_name: str,
     tiles: Sequence[MosaicTile] = (),
 ) -> gpd.GeoDataFrame:
-    """The unit's measured buildings (:func:`buildings_in_window`), in two bands when a helper can take one.
+    """The unit's measured buildings (:func:`buildings_in_window`), in row bands when helpers can take some.
 
-    Instance labels are measured in one piece (their ids span the whole window).
+    The first band is measured here, the others by the helper processes meanwhile. Instance labels are
+    measured in one piece (their ids span the whole window).
     """
+    with _helpers_lock:
+        helpers = _helpers
     bands = None
-    if settings.post_processes > 0 and labels is None:
-        bands = row_bands(read, core, halo_pixels(info, settings.max_building_size_m))
+    if helpers is not None and settings.post_processes > 0 and labels is None:
+        most = 1 + min(settings.post_processes, helpers.count)
+        bands = row_bands(read, core, halo_pixels(info, settings.max_building_size_m), most)
     if bands is None:
         return buildings_in_window(prob, labels, info, read, core, settings, model_name, tiles)
-    (upper_read, upper_core), (lower_read, lower_core) = bands
-    lower_prob = np.ascontiguousarray(_rows(prob, read, lower_read))
-    lower_args = (lower_prob, None, info, lower_read, lower_core, settings, model_name, tuple(tiles))
-    future = _submit(lower_args)
-    upper = buildings_in_window(_rows(prob, read, upper_read), None, info, upper_read, upper_core, settings,
-                                model_name, tiles)  # fmt: skip
-    lower = _result(future, lower_args)
-    return pd.concat([upper, lower], ignore_index=True)
+    sent = []
+    for band_read, band_core in bands[1:]:
+        args = (np.ascontiguousarray(_rows(prob, read, band_read)), None, info, band_read, band_core, settings,
+                model_name, tuple(tiles))  # fmt: skip
+        sent.append((helpers.submit(args), args))
+    first_read, first_core = bands[0]
+    parts = [buildings_in_window(_rows(prob, read, first_read), None, info, first_read, first_core, settings,
+                                 model_name, tiles)]  # fmt: skip
+    parts += [_result(helpers, future, args) for future, args in sent]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _rows(prob: np.ndarray, read: Window, band: Window) -> np.ndarray:
@@ -159,32 +195,12 @@ def _rows(prob: np.ndarray, read: Window, band: Window) -> np.ndarray:
     return prob[start : start + int(band.height)]
 
 
-def _submit(args: tuple) -> Future | None:
-    with _helper_lock:
-        helper = _helper
-    if helper is None:
-        return None
+def _result(helpers: _Helpers, future: Future, args: tuple) -> gpd.GeoDataFrame:
+    """A helper's band, or the band measured here when its helper died."""
     try:
-        return helper.submit(args)
-    except RuntimeError:  # shut down by another thread
-        return None
-
-
-def _result(future: Future | None, args: tuple) -> gpd.GeoDataFrame:
-    """The helper's band, or the band measured here when there is no helper or it died."""
-    if future is not None:
-        try:
-            return future.result()
-        except HelperGone as exc:
-            log.warning("the band helper process stopped (%s); measuring its bands here", exc)
-            _drop_helper()
+        return future.result()
+    except HelperGone as exc:
+        if not helpers.warned:
+            helpers.warned = True
+            log.warning("a band helper process stopped (%s); measuring its bands here", exc)
     return buildings_in_window(*args)
-
-
-def _drop_helper() -> None:
-    global _helper
-    with _helper_lock:
-        helper, _helper = _helper, None
-    if helper is not None:
-        helper.process.kill()
-        helper.close()

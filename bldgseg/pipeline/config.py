@@ -119,7 +119,8 @@ class UnitSettings:
     split_core: float = 0.0
     #: Largest building (m): the halo of a unit's row bands (:mod:`bldgseg.pipeline.bands`).
     max_building_size_m: float = 60.0
-    #: Helper processes measuring a unit's row bands beside it (set by the executor; 0: one piece, in place).
+    #: Helper processes measuring a unit's row bands beside it (set by the executor, capped at
+    #: ``bands.MAX_HELPERS``; 0: one piece, in place).
     post_processes: int = 0
 
     def postprocess(self) -> PostprocessSettings:

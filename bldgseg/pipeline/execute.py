@@ -19,7 +19,7 @@ from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
 from bldgseg.mosaic import Mosaic
-from bldgseg.pipeline.bands import start_helper, stop_helper
+from bldgseg.pipeline.bands import start_helpers, stop_helpers
 from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
@@ -89,12 +89,11 @@ def execute_units(
             model_slots=executor.model_slots,
             post_processes=executor.post_processes if settings.vectorize and todo else 0,
         )
-        if settings.post_processes:
-            start_helper()
+        start_helpers(settings.post_processes)
         try:
             completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
         finally:
-            stop_helper()
+            stop_helpers()
         t_done = time.perf_counter()
     return {
         "executor": executor.description,
