@@ -191,6 +191,16 @@ def test_instance_models_are_adapted_as_instance_models():
     assert train_config.encoder_weights == "none" and train_config.max_minutes == config.minutes
 
 
+def test_adapting_keeps_the_base_models_contact_gap():
+    _, card = load_checkpoint("aerial-buildings")
+    config = AdaptConfig(images=[], footprints=Path("x.gpkg"), out_dir=Path("out"))
+    weights = resolve_checkpoint("aerial-buildings")
+    gap = dict(card.training.get("config", {})).get("contact_gap", 0)
+    assert train_config_for(card, weights, config, "x").contact_gap == gap
+    card.training = {**card.training, "config": {**card.training.get("config", {}), "contact_gap": 2}}
+    assert train_config_for(card, weights, config, "x").contact_gap == 2
+
+
 def test_split_keeps_blocks_whole_and_crops_the_validation_part(tmp_path):
     rgb = np.zeros((3, 512, 768), np.uint8)
     rgb[0] = np.arange(768)[None, :] % 251

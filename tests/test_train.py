@@ -194,11 +194,14 @@ def test_train_cli_on_sample_footprints_with_yaml_config(tmp_path):
             str(out),
             "--device",
             "cpu",
+            "--contact-gap",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
     _, card = load_checkpoint(out / "best.safetensors")
     assert (card.name, card.tile_size, card.overlap) == ("sample-test", 128, 32)
+    assert card.training["config"]["contact_gap"] == 1
     recorded = card.training["config"]
     assert {key: recorded[key] for key in YAML_SETTINGS if key in recorded} == {
         k: v for k, v in YAML_SETTINGS.items() if k not in ("name", "tile_size", "overlap")

@@ -79,8 +79,9 @@ def adapted_name(card: ModelCard, out_dir: Path) -> str:
 def train_config_for(card: ModelCard, base_weights: Path, config: AdaptConfig, name: str) -> TrainConfig:
     """A trainer configuration that continues ``card``'s model (all its tensors) with the adapt settings.
 
-    Architecture, encoder, head (an instance model stays one), GSD, tiling and thresholds come from the base
-    card; the schedule is cosine over ``config.minutes``.
+    Architecture, encoder, head (an instance model stays one), GSD, tiling, thresholds and the contact gap
+    between touching buildings in the targets come from the base card; the schedule is cosine over
+    ``config.minutes``.
     """
     base_training = card.training.get("config", {}) if isinstance(card.training, dict) else {}
     return TrainConfig(
@@ -91,6 +92,7 @@ def train_config_for(card: ModelCard, base_weights: Path, config: AdaptConfig, n
         init_weights=str(base_weights),
         instances=card.head == "instance",
         center_sigma=float(base_training.get("center_sigma", TrainConfig.center_sigma)),
+        contact_gap=int(base_training.get("contact_gap", 0) or 0),  # footprints: keep the base model's gaps
         center_threshold=card.center_threshold,
         nms_kernel=card.nms_kernel,
         classes=list(card.classes),

@@ -119,6 +119,15 @@ def train_command(
     encoder_weights: EncoderWeightsOpt = None,
     init_weights: InitWeightsOpt = None,
     instances: TrainInstancesOpt = None,
+    contact_gap: Annotated[
+        int | None,
+        typer.Option(
+            "--contact-gap",
+            min=0,
+            help="With --footprints: pixels of a building within this many of another one are background "
+            "(1: a thin gap keeps touching roofs apart; semantic models).",
+        ),
+    ] = None,
     gsd: GsdOpt = None,
     crop: Annotated[int | None, typer.Option("--crop")] = None,
     batch_size: Annotated[int | None, batch_size_option(help=None, min=None)] = None,
