@@ -14,6 +14,7 @@ import pytest
 import shapely
 from rasterio.windows import Window
 
+import bldgseg.band_helpers as band_helpers
 import bldgseg.pipeline.bands as bands
 import bldgseg.pipeline.measure as measure_module
 import bldgseg.pipeline.unit as unit_module
@@ -206,12 +207,12 @@ def test_a_unit_measured_in_row_bands_by_helper_processes_gives_the_buildings_of
 ):
     monkeypatch.setattr(LocalExecutor, "__init__", with_post_processes(helpers))
     calls = []
-    real = bands._Helper.call
-    monkeypatch.setattr(bands._Helper, "call", lambda self, args: calls.append(args[3]) or real(self, args))
+    real = band_helpers._Helper.call
+    monkeypatch.setattr(band_helpers._Helper, "call", lambda self, args: calls.append(args[3]) or real(self, args))
     banded = one_unit_run(tmp_path, f"banded{helpers}")
     # the bands after the first went to the helpers: 1024 rows in 2 or 3 bands, 134 rows of halo above each
     assert sorted(read.row_off for read in calls) == ([378] if helpers == 1 else [207, 549])
-    assert bands._helpers is None  # stopped with the run
+    assert band_helpers.running_helpers() is None  # stopped with the run
     monkeypatch.setattr(bands, "row_bands", lambda *args: None)
     whole = one_unit_run(tmp_path, "whole")
     assert len(whole) > 30
@@ -230,7 +231,7 @@ def with_post_processes(count: int):
 
 def test_a_helper_that_dies_leaves_its_band_to_the_run(tmp_path, monkeypatch, small_bands, caplog):
     monkeypatch.setattr(LocalExecutor, "__init__", with_post_processes(1))
-    monkeypatch.setattr(bands, "WORKER_MODULE", "bldgseg.no_such_module")
+    monkeypatch.setattr(band_helpers, "WORKER_MODULE", "bldgseg.no_such_module")
     died = one_unit_run(tmp_path, "died")
     assert "band helper process stopped" in caplog.text
     monkeypatch.setattr(bands, "row_bands", lambda *args: None)

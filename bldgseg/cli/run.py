@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bldgseg.band_helpers import start_helpers, stop_helpers
 from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped
 from bldgseg.cli.options import (
     BandsOpt,
@@ -229,11 +231,17 @@ def run(
     if executor.print_job_script:
         echo_job_script(executor)
         return
-    config = build_run_config(flags, executor)
-    from bldgseg.pipeline import run as run_pipeline
+    local = not (executor.scheduler or executor.workers or executor.cluster)
+    if local:  # helpers import while this process imports the pipeline (bldgseg.band_helpers)
+        start_helpers((os.cpu_count() or 1) - 1)
+    try:
+        config = build_run_config(flags, executor)
+        from bldgseg.pipeline import run as run_pipeline
 
-    with progress_bar() as update:
-        result = call(run_pipeline, config, progress=update)
+        with progress_bar() as update:
+            result = call(run_pipeline, config, progress=update)
+    finally:
+        stop_helpers()
     report_run(result)
 
 

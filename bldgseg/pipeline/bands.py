@@ -13,121 +13,28 @@ differs). If a helper dies, its bands are measured in place and the run goes on.
 from __future__ import annotations
 
 import logging
-import pickle
-import queue
-import subprocess
-import sys
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
+from bldgseg.band_helpers import HelperGone, Helpers, running_helpers
 from bldgseg.io import RasterInfo
 from bldgseg.mosaic import MosaicTile
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.measure import buildings_in_window
 from bldgseg.pipeline.plan import halo_pixels
 
-__all__ = ["MAX_HELPERS", "MIN_BAND_PIXELS", "measure_unit", "row_bands", "start_helpers", "stop_helpers"]
+__all__ = ["MIN_BAND_PIXELS", "measure_unit", "row_bands"]
 
 log = logging.getLogger(__name__)
 
 #: Smallest band core worth sending to the helper (pixels): below it the copy and the halo cost more than
 #: they save.
 MIN_BAND_PIXELS = 2**21
-
-#: The module the helper processes run (``python -m``).
-WORKER_MODULE = "bldgseg.pipeline.band_worker"
-
-#: Most helper processes of a run (each holds ~250 MB of imports and one band).
-MAX_HELPERS = 3
-
-_helpers: _Helpers | None = None
-_helpers_lock = threading.Lock()
-
-
-class HelperGone(RuntimeError):
-    """A helper process exited or its pipe broke."""
-
-
-class _Helper:
-    """One ``python -m bldgseg.pipeline.band_worker`` process, answering one request at a time."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-
-    def call(self, args: tuple) -> gpd.GeoDataFrame:
-        try:
-            pickle.dump(args, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.flush()
-            status, value = pickle.load(self.process.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:
-            raise HelperGone(f"exit code {self.process.poll()}: {type(exc).__name__}") from exc
-        if status == "error":
-            raise value
-        return value
-
-    def close(self) -> None:
-        try:
-            self.process.stdin.close()
-            self.process.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-
-
-class _Helpers:
-    """``count`` helper processes; each band goes to the next free one (sent from a thread of this process)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.all = [_Helper() for _ in range(count)]
-        self.free: queue.Queue[_Helper] = queue.Queue()
-        for helper in self.all:
-            self.free.put(helper)
-        self.sender = ThreadPoolExecutor(count, thread_name_prefix="bldgseg-band")
-        self.warned = False
-
-    def submit(self, args: tuple) -> Future:
-        return self.sender.submit(self._call, args)
-
-    def _call(self, args: tuple) -> gpd.GeoDataFrame:
-        helper = self.free.get()
-        try:
-            return helper.call(args)  # a dead helper goes back too: its next call fails at once
-        finally:
-            self.free.put(helper)
-
-    def close(self) -> None:
-        self.sender.shutdown(wait=True)
-        for helper in self.all:
-            helper.close()
-
-
-def start_helpers(count: int) -> None:
-    """Start ``count`` helper processes now (capped at :data:`MAX_HELPERS`); they import while the first unit
-    is on the model."""
-    global _helpers
-    with _helpers_lock:
-        if _helpers is None and count > 0:
-            _helpers = _Helpers(min(int(count), MAX_HELPERS))
-
-
-def stop_helpers() -> None:
-    """Stop the helper processes (at the end of a run); the next run starts new ones."""
-    global _helpers
-    with _helpers_lock:
-        helpers, _helpers = _helpers, None
-    if helpers is not None:
-        helpers.close()
-
 
 def row_bands(read: Window, core: Window, halo: int, most: int = 2) -> list[tuple[Window, Window]] | None:
     """The (read, core) windows of up to ``most`` row bands of a unit, or None when two would be too small.
@@ -170,8 +77,7 @@ def measure_unit(
     The first band is measured here, the others by the helper processes meanwhile. Instance labels are
     measured in one piece (their ids span the whole window).
     """
-    with _helpers_lock:
-        helpers = _helpers
+    helpers = running_helpers()
     bands = None
     if helpers is not None and settings.post_processes > 0 and labels is None:
         most = 1 + min(settings.post_processes, helpers.count)
@@ -195,7 +101,7 @@ def _rows(prob: np.ndarray, read: Window, band: Window) -> np.ndarray:
     return prob[start : start + int(band.height)]
 
 
-def _result(helpers: _Helpers, future: Future, args: tuple) -> gpd.GeoDataFrame:
+def _result(helpers: Helpers, future: Future, args: tuple) -> gpd.GeoDataFrame:
     """A helper's band, or the band measured here when its helper died."""
     try:
         return future.result()

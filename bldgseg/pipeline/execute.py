@@ -13,13 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bldgseg.band_helpers import start_helpers, stop_helpers
 from bldgseg.devices import check_device
 from bldgseg.errors import DeviceError, InputError, ModelError
 from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
 from bldgseg.mosaic import Mosaic
-from bldgseg.pipeline.bands import start_helpers, stop_helpers
 from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
