@@ -100,6 +100,30 @@ def test_instance_model_figures_are_its_cards_measurements():
         assert round(sum(cities[c]["polygon_f1"] for c in spacenet2) / 4, 3) == float(stated_f1)
 
 
+def test_dense_model_figures_are_its_cards_measurements():
+    f1_dense, f1_default, iou_dense, iou_default, fragments = stated(
+        r"its polygon F1 is ([\d.]+) against the default's ([\d.]+) at pixel IoU ([\d.]+) vs ([\d.]+) "
+        r"\(fragments ([\d.]+) %\)"
+    )
+    mean_f1 = stated(r"mean polygon F1\s+ties the default's \(([\d.]+) vs ([\d.]+)\)")
+    mean_iou = stated(r"its mean pixel IoU is lower \(([\d.]+) vs ([\d.]+)\)")
+
+    def unseen(name: str) -> dict:
+        card = json.loads((REPO / "bldgseg" / "models" / "weights" / f"{name}.json").read_text())
+        return card["metrics"]["leave_one_city_out"]["cities"]
+
+    dense, default = unseen("aerial-buildings-dense"), unseen("aerial-buildings")
+    assert sorted(dense) == sorted(default) and len(dense) == 5
+    assert (round(dense["Kampala"]["polygon_f1"], 3), round(default["Kampala"]["polygon_f1"], 3)) == (
+        float(f1_dense), float(f1_default))  # fmt: skip
+    assert (round(dense["Kampala"]["pixel_iou"], 3), round(default["Kampala"]["pixel_iou"], 3)) == (
+        float(iou_dense), float(iou_default))  # fmt: skip
+    assert round(100 * dense["Kampala"]["fragment_share"], 1) == float(fragments)
+    for key, stated_pair in (("polygon_f1", mean_f1), ("pixel_iou", mean_iou)):
+        means = [round(sum(c[city][key] for city in c) / 5, 3) for c in (dense, default)]
+        assert means == [float(v) for v in stated_pair]
+
+
 def test_bundled_checkpoints_are_fp16():
     from safetensors import safe_open
 
