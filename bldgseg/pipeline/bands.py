@@ -26,9 +26,9 @@ from bldgseg.io import RasterInfo
 from bldgseg.mosaic import MosaicTile
 from bldgseg.pipeline.config import UnitSettings
 from bldgseg.pipeline.measure import buildings_in_window
-from bldgseg.pipeline.plan import halo_pixels
+from bldgseg.pipeline.plan import WorkUnit, halo_pixels
 
-__all__ = ["MIN_BAND_PIXELS", "measure_unit", "row_bands"]
+__all__ = ["MIN_BAND_PIXELS", "measure_unit", "row_bands", "units_in_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ def row_bands(read: Window, core: Window, halo: int, most: int = 2) -> list[tupl
         w1 = bottom if i == count - 1 else min(bottom, c1 + halo)
         bands.append((Window(read.col_off, w0, read.width, w1 - w0), Window(core.col_off, c0, core.width, c1 - c0)))
     return bands
+
+
+def units_in_bands(units: Sequence[WorkUnit], settings: UnitSettings) -> int:
+    """How many of ``units`` are large enough to be measured in row bands (helpers are started only for them)."""
+    if settings.post_processes <= 0 or settings.instances or not settings.vectorize:
+        return 0
+    return sum(
+        row_bands(u.chunk.read, u.chunk.core, halo_pixels(u.info, settings.max_building_size_m)) is not None
+        for u in units
+    )
 
 
 def measure_unit(

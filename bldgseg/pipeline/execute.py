@@ -20,6 +20,7 @@ from bldgseg.executors import Executor, LocalExecutor, open_executor
 from bldgseg.io import RasterInfo
 from bldgseg.models import ModelCard
 from bldgseg.mosaic import Mosaic
+from bldgseg.pipeline.bands import units_in_bands
 from bldgseg.pipeline.config import RunConfig, UnitSettings, result_settings
 from bldgseg.pipeline.plan import WorkUnit, file_identity, window_key
 from bldgseg.pipeline.unit import one_line, run_unit
@@ -89,7 +90,8 @@ def execute_units(
             model_slots=executor.model_slots,
             post_processes=executor.post_processes if settings.vectorize and todo else 0,
         )
-        start_helpers(settings.post_processes)
+        if units_in_bands(todo, settings):
+            start_helpers(settings.post_processes)
         try:
             completed, failed = _run_todo(executor, settings, todo, len(done), len(units), rundir, progress)
         finally:
