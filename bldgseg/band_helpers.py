@@ -9,6 +9,7 @@ main process leaves idle while it imports. Plain subprocesses reading pickled re
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import queue
 import subprocess
@@ -17,8 +18,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["MAX_HELPERS", "WORKER_MODULE", "HelperGone", "Helpers", "running_helpers", "start_helpers",
-           "stop_helpers"]  # fmt: skip
+__all__ = ["MAX_HELPERS", "WORKER_MODULE", "HelperGone", "Helpers", "running_helpers", "spare_cores",
+           "start_helpers", "stop_helpers"]  # fmt: skip
 
 #: The module the helper processes run (``python -m``).
 WORKER_MODULE = "bldgseg.pipeline.band_worker"
@@ -98,6 +99,11 @@ class Helpers:
         self.sender.shutdown(wait=True)
         for helper in self.all:
             helper.close()
+
+
+def spare_cores() -> int:
+    """Helpers a local run starts: one fewer than the cores (each helper is capped at :data:`MAX_HELPERS`)."""
+    return max(0, (os.cpu_count() or 1) - 1)
 
 
 def running_helpers() -> Helpers | None:

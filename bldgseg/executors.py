@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bldgseg.band_helpers import spare_cores
 from bldgseg.errors import BldgsegError, DeviceError, InputError
 from bldgseg.remote import is_remote
 
@@ -117,7 +118,7 @@ class LocalExecutor(Executor):
         self.ahead = max(0, UNITS_AHEAD if ahead is None else int(ahead))
         self.model_slots = self.threads
         # spare cores measure row bands of each large unit in helper processes (bldgseg.pipeline.bands)
-        self.post_processes = max(0, (os.cpu_count() or 1) - 1)
+        self.post_processes = spare_cores()
         self.description = f"local threads ({self.threads})"
 
     def map_units(self, fn, units, *args, resources=None):

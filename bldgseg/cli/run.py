@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bldgseg.band_helpers import start_helpers, stop_helpers
+from bldgseg.band_helpers import spare_cores, start_helpers, stop_helpers
 from bldgseg.cli.common import call, console, parse_bands, progress_bar, report_skipped
 from bldgseg.cli.options import (
     BandsOpt,
@@ -233,7 +232,7 @@ def run(
         return
     local = not (executor.scheduler or executor.workers or executor.cluster)
     if local:  # helpers import while this process imports the pipeline (bldgseg.band_helpers)
-        start_helpers((os.cpu_count() or 1) - 1)
+        start_helpers(spare_cores())
     try:
         config = build_run_config(flags, executor)
         from bldgseg.pipeline import run as run_pipeline

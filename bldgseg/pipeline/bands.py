@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 #: they save.
 MIN_BAND_PIXELS = 2**21
 
+
 def row_bands(read: Window, core: Window, halo: int, most: int = 2) -> list[tuple[Window, Window]] | None:
     """The (read, core) windows of up to ``most`` row bands of a unit, or None when two would be too small.
 
@@ -64,12 +65,19 @@ def row_bands(read: Window, core: Window, halo: int, most: int = 2) -> list[tupl
 
 def units_in_bands(units: Sequence[WorkUnit], settings: UnitSettings) -> int:
     """How many of ``units`` are large enough to be measured in row bands (helpers are started only for them)."""
-    if settings.post_processes <= 0 or settings.instances or not settings.vectorize:
+    if settings.instances or not settings.vectorize:
         return 0
-    return sum(
-        row_bands(u.chunk.read, u.chunk.core, halo_pixels(u.info, settings.max_building_size_m)) is not None
-        for u in units
-    )
+    return sum(_unit_bands(u.info, u.chunk.read, u.chunk.core, settings) is not None for u in units)
+
+
+def _unit_bands(
+    info: RasterInfo, read: Window, core: Window, settings: UnitSettings, helpers: int | None = None
+) -> list[tuple[Window, Window]] | None:
+    """:func:`row_bands` of a unit with the run's halo, for ``settings.post_processes`` helpers (or fewer)."""
+    count = settings.post_processes if helpers is None else min(settings.post_processes, helpers)
+    if count <= 0:
+        return None
+    return row_bands(read, core, halo_pixels(info, settings.max_building_size_m), 1 + count)
 
 
 def measure_unit(
@@ -89,9 +97,8 @@ def measure_unit(
     """
     helpers = running_helpers()
     bands = None
-    if helpers is not None and settings.post_processes > 0 and labels is None:
-        most = 1 + min(settings.post_processes, helpers.count)
-        bands = row_bands(read, core, halo_pixels(info, settings.max_building_size_m), most)
+    if helpers is not None and labels is None:
+        bands = _unit_bands(info, read, core, settings, helpers.count)
     if bands is None:
         return buildings_in_window(prob, labels, info, read, core, settings, model_name, tiles)
     sent = []
