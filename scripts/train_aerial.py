@@ -76,13 +76,15 @@ def atlanta_samples(aerial: Path, instances: bool = False) -> list[TrainSample]:
     return list(load_mask_pairs(root / "images", root / "masks", target_gsd=GSD))
 
 
-def held_out_blocks(accra: list[TrainSample], other: list[TrainSample]) -> tuple[list, list]:
-    """Validation = the southern Accra rows (>= 19) and the 5 southernmost tiles of the other training city."""
+def held_out_blocks(
+    accra: list[TrainSample], other: list[TrainSample], other_val_tiles: int = 5
+) -> tuple[list, list]:
+    """Validation = the southern Accra rows (>= 19) and the southernmost tiles of the other training city."""
     accra_val = [s for s in accra if int(s.group) >= 19]
     by_row = sorted(other, key=lambda s: int(s.source.split("-")[-2]))
-    other_val = by_row[-5:]
-    train_set = [s for s in accra if int(s.group) < 19] + by_row[:-5]
-    return train_set, accra_val + other_val
+    cut = len(by_row) - other_val_tiles
+    train_set = [s for s in accra if int(s.group) < 19] + by_row[:cut]
+    return train_set, accra_val + by_row[cut:]
 
 
 def balance_instance_samples(samples: list[TrainSample]) -> list[TrainSample]:
@@ -113,6 +115,12 @@ def main() -> None:
         default=0,
         help="semantic targets: background within this many px of another building (footprint sources only)",
     )
+    parser.add_argument(
+        "--val-tiles",
+        type=int,
+        default=5,
+        help="southernmost z19 tiles of the other OAM city held out for validation (Kampala has only 7)",
+    )
     parser.add_argument("--init-weights", help="start from this bldgseg checkpoint (.safetensors)")
     parser.add_argument("--cpu-precision", choices=("fp32", "bf16"), default="fp32", help="CPU training precision")
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="training steps between validations")
@@ -141,7 +149,7 @@ def train_model(args: argparse.Namespace) -> None:
     # per-building ids come from the footprints: needed by the instance heads and by the contact gap
     with_ids = args.instances or args.contact_gap > 0
     atlanta = atlanta_samples(aerial, with_ids)
-    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city, with_ids))
+    train_set, val_set = held_out_blocks(accra, city_samples(aerial, train_city, with_ids), args.val_tiles)
     train_set += atlanta
     if args.instances:
         train_set = balance_instance_samples(train_set)
