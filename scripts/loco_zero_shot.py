@@ -60,8 +60,7 @@ def main() -> None:
             continue
         for model in args.models:
             name = f"{city.lower().replace(' ', '_')}_{Path(model).stem}"
-            output = args.out / f"{name}.gpkg"
-            scores = score_model(model, images, footprints, None, output, args.device)
+            scores = score_model(model, images, footprints, None, args.out / f"{name}.gpkg", args.device)
             rows.append({"city": city, "model": model, **scores})
             print(json.dumps(rows[-1]), flush=True)
     (args.out / "loco_zero_shot.json").write_text(json.dumps(rows, indent=2))

@@ -294,7 +294,7 @@ def _reference_image_attributes(gdf: gpd.GeoDataFrame, path: Path) -> np.ndarray
     from rasterio.windows import from_bounds
 
     from bldgseg.io import valid_pixels
-    from bldgseg.texture import LUMA, glcm_texture
+    from bldgseg.texture import glcm_texture, luma
 
     rows = np.full((len(gdf), len(IMAGE_COLUMNS)), np.nan)
     with rasterio.open(path) as ds:
@@ -313,8 +313,7 @@ def _reference_image_attributes(gdf: gpd.GeoDataFrame, path: Path) -> np.ndarray
             if not inside.any():
                 continue
             pix = data[:, inside]
-            grey = LUMA[0] * data[0] + LUMA[1] * data[1] + LUMA[2] * data[2]  # fixed order, as bldgseg's luma
-            texture = glcm_texture(grey, inside, 0.0, 256.0)
+            texture = glcm_texture(luma(data), inside, 0.0, 256.0)
             values = {f"mean_{c}": pix[k].mean() for k, c in enumerate("rgb")}
             values.update({f"std_{c}": pix[k].std() for k, c in enumerate("rgb")}, **texture)
             rows[pos] = [values.get(column, np.nan) for column in IMAGE_COLUMNS]
