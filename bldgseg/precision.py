@@ -134,7 +134,8 @@ def _choose_int8(engine: str, openvino: bool, flags: frozenset[str]) -> Inferenc
     if not openvino:
         raise DeviceError(f"precision int8 needs OpenVINO, which is not installed; {OPENVINO_HINT}")
     vnni = [flag for flag in INT8_FLAGS if flag in flags]
-    has = f"CPU has {vnni[0]}" if vnni else "CPU has no VNNI/AMX int8 instructions: int8 may gain little"
+    # measured on an AVX2-only AMD EPYC (docs/benchmarks.md): int8 still ~1.9x OpenVINO fp32 without VNNI
+    has = f"CPU has {vnni[0]}" if vnni else "CPU has no VNNI/AMX int8 instructions: AVX2 int8 kernels"
     return InferenceChoice("int8", "openvino", f"int8 as asked ({has})", engine_auto=engine == "auto")
 
 

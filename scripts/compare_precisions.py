@@ -21,9 +21,9 @@ from tune_instances import validation_tiles  # scripts/ is on sys.path when run 
 from bldgseg.errors import BldgsegError
 from bldgseg.evaluation import evaluate
 from bldgseg.pipeline import RunConfig, run
-from bldgseg.precision import openvino_available
+from bldgseg.precision import openvino_available, read_cpu_flags
 
-SETTINGS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+SETTINGS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
 
 
 def main() -> None:
@@ -31,9 +31,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--model", default="aerial-buildings")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], metavar="ENGINE-PRECISION", help="e.g. torch-bf16 (slow where emulated)"
+    )
     args = parser.parse_args()
     images, labels = validation_tiles(args.data / "aerial")
-    settings = [s for s in SETTINGS if s[0] == "torch" or openvino_available()]
+    settings = [
+        s for s in SETTINGS if (s[0] == "torch" or openvino_available()) and f"{s[0]}-{s[1]}" not in args.skip
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         outputs = {}
@@ -65,12 +70,15 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{len(images)} validation tiles (southern Zanzibar, z19), model {args.model}\n")
+    flags = sorted(f for f in read_cpu_flags() if f.startswith(("avx2", "avx512", "amx", "avx_vnni")))
+    print(f"\n{len(images)} validation tiles (southern Zanzibar, z19), model {args.model}; CPU flags {flags}\n")
     print("| engine | precision | pixel IoU | polygon F1 | buildings | pixel IoU vs fp32 | polygon F1 vs fp32 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        ran = r["ran_as"].split()[1]
+        precision = r["precision"] if ran == r["precision"] else f"{r['precision']} (ran {ran})"
         print(
-            f"| {r['engine']} | {r['ran_as'].split()[1]} | {r['pixel_iou']:.4f} | {r['polygon_f1']:.4f} | "
+            f"| {r['engine']} | {precision} | {r['pixel_iou']:.4f} | {r['polygon_f1']:.4f} | "
             f"{r['buildings']} | {r['pixel_iou_vs_fp32']:.4f} | {r['polygon_f1_vs_fp32']:.4f} |"
         )
     if args.json:
