@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from bldgseg.devices import device_type
+from bldgseg.files import file_digest
 from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_inputs
 from bldgseg.modelgrid import ModelGrid, model_scale
-from bldgseg.models import ModelCard, resolve_checkpoint
+from bldgseg.models import ModelCard, int8_ir_of, load_card, resolve_checkpoint
 from bldgseg.mosaic import Mosaic, plan_mosaics
-from bldgseg.precision import InferenceChoice, detect_inference
+from bldgseg.precision import InferenceChoice, detect_inference, int8_hint
 from bldgseg.tiling import plan_chunks
 
 
@@ -45,6 +46,13 @@ def describe_inference(device: str = "auto", precision: str = "auto", engine: st
     """The precision and engine a run on this machine would choose, and why (before OpenVINO converts the
     model: one that cannot be converted still falls back to torch at run time)."""
     return detect_inference(precision, engine, device_type(device))
+
+
+def inference_hint(model: str, choice: InferenceChoice, precision: str = "auto") -> str | None:
+    """:func:`bldgseg.precision.int8_hint` for ``model``: whether it ships an int8 IR of its own weights."""
+    weights, card = load_card(model)
+    has_ir = bool(card.int8) and int8_ir_of(weights, card, file_digest(weights)) is not None
+    return int8_hint(choice, precision, has_ir)
 
 
 def _mosaic_row(mosaic: Mosaic, first: RasterInfo, card: ModelCard, chunk_size: int) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bldgseg.errors import DeviceError, InputError
-from bldgseg.precision import choose_inference, read_cpu_flags
+from bldgseg.precision import choose_inference, int8_hint, read_cpu_flags
+from bldgseg.report import inference_hint
 
 AMX = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"})
 AVX512_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
@@ -80,3 +81,20 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n\n")
     assert read_cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
     assert read_cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_int8_hint_only_where_auto_settled_for_openvino_fp32_and_the_model_ships_int8():
+    fp32_ov = choose_inference("auto", "auto", "cpu", AVX2, openvino=True)
+    assert "--precision int8" in int8_hint(fp32_ov, "auto", has_int8_ir=True)
+    assert int8_hint(fp32_ov, "auto", has_int8_ir=False) is None
+    assert int8_hint(fp32_ov, "fp32", has_int8_ir=True) is None  # fp32 was asked for
+    bf16 = choose_inference("auto", "auto", "cpu", frozenset({"avx512_bf16"}), openvino=True)
+    assert int8_hint(bf16, "auto", has_int8_ir=True) is None
+    torch_fp32 = choose_inference("auto", "auto", "cpu", AVX2, openvino=False)
+    assert int8_hint(torch_fp32, "auto", has_int8_ir=True) is None
+
+
+def test_inference_hint_reads_whether_the_bundled_model_ships_its_int8_ir():
+    fp32_ov = choose_inference("auto", "auto", "cpu", AVX2, openvino=True)
+    assert inference_hint("aerial-buildings", fp32_ov) is not None  # aerial-buildings.int8.xml beside it
+    assert inference_hint("aerial-instances", fp32_ov) is None  # no int8 IR shipped

@@ -77,7 +77,7 @@ def info(
     """Describe inputs before a long run: mosaics of touching files, CRS, GSD, bands, windows, problems found,
     and the precision and engine a run here would use."""
     from bldgseg.errors import BldgsegError
-    from bldgseg.report import describe_inference, describe_inputs
+    from bldgseg.report import describe_inference, describe_inputs, inference_hint
 
     rows, skipped = call(
         describe_inputs,
@@ -106,6 +106,9 @@ def info(
     try:
         choice = describe_inference(device, precision, engine)
         wide_console().print(f"inference: {choice.describe()}", highlight=False)
+        hint = inference_hint(model, choice, precision)
+        if hint:
+            wide_console().print(f"[cyan]hint:[/] {hint}", highlight=False)
     except BldgsegError as exc:
         wide_console().print(f"[yellow]inference:[/] {exc}", highlight=False)
     report_skipped(skipped)
