@@ -56,6 +56,7 @@ def main() -> None:
     )
     parser.add_argument("--settings", nargs="+", default=["default"], choices=sorted(SETTINGS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="adapt's seed (its validation split and training)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,7 @@ def main() -> None:
                 minutes=float("inf") if args.steps else args.minutes,
                 epochs=max(1, args.steps // 25) if args.steps else AdaptConfig.epochs,
                 device=args.device,
+                seed=args.seed,
                 overwrite=True,
                 **SETTINGS[name],
             ),
