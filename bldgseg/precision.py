@@ -18,6 +18,7 @@ __all__ = [
     "choose_inference",
     "detect_inference",
     "int8_hint",
+    "int8_hint_applies",
     "openvino_available",
     "read_cpu_flags",
 ]
@@ -111,10 +112,15 @@ def choose_inference(
     return InferenceChoice(precision, engine, f"{why}; engine {engine} as asked")
 
 
+def int8_hint_applies(choice: InferenceChoice, asked: str) -> bool:
+    """Whether ``auto`` settled for OpenVINO fp32 (a CPU without bf16 arithmetic), where int8 is the fast path."""
+    return asked.lower() == "auto" and (choice.engine, choice.precision) == ("openvino", "fp32")
+
+
 def int8_hint(choice: InferenceChoice, asked: str, has_int8_ir: bool) -> str | None:
-    """A pointer to ``--precision int8`` where ``auto`` settled for OpenVINO fp32 (a CPU without bf16
-    arithmetic) and the model ships an int8 IR made from its own weights; None otherwise (pure)."""
-    if asked.lower() != "auto" or not has_int8_ir or (choice.engine, choice.precision) != ("openvino", "fp32"):
+    """A pointer to ``--precision int8`` where :func:`int8_hint_applies` and the model ships an int8 IR made
+    from its own weights; None otherwise (pure)."""
+    if not (has_int8_ir and int8_hint_applies(choice, asked)):
         return None
     return (
         "faster here: --precision int8 runs this model's shipped int8 IR (about 1.9x OpenVINO fp32 on an "

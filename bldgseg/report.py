@@ -12,7 +12,7 @@ from bldgseg.io import RasterInfo, SkippedInput, ground_sample_distance, scan_in
 from bldgseg.modelgrid import ModelGrid, model_scale
 from bldgseg.models import ModelCard, int8_ir_of, load_card, resolve_checkpoint
 from bldgseg.mosaic import Mosaic, plan_mosaics
-from bldgseg.precision import InferenceChoice, detect_inference, int8_hint
+from bldgseg.precision import InferenceChoice, detect_inference, int8_hint, int8_hint_applies
 from bldgseg.tiling import plan_chunks
 
 
@@ -49,7 +49,10 @@ def describe_inference(device: str = "auto", precision: str = "auto", engine: st
 
 
 def inference_hint(model: str, choice: InferenceChoice, precision: str = "auto") -> str | None:
-    """:func:`bldgseg.precision.int8_hint` for ``model``: whether it ships an int8 IR of its own weights."""
+    """:func:`bldgseg.precision.int8_hint` for ``model``: whether it ships an int8 IR of its own weights
+    (the weights are hashed only where the hint could apply)."""
+    if not int8_hint_applies(choice, precision):
+        return None
     weights, card = load_card(model)
     has_ir = bool(card.int8) and int8_ir_of(weights, card, file_digest(weights)) is not None
     return int8_hint(choice, precision, has_ir)
